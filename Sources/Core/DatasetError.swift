@@ -1,0 +1,21 @@
+/// A data set that cannot be used: a file missing, damaged, or disagreeing with another.
+public enum DatasetError: Error, Equatable, CustomStringConvertible {
+    /// Neither `name` nor `name.gz` exists in `directory`.
+    case missingFile(directory: String, name: String)
+    /// A file exists but is not a usable IDX file.
+    case invalidFile(IDXError)
+    /// The training images and labels announce different sample counts.
+    case sampleCountMismatch(images: String, imageCount: Int, labels: String, labelCount: Int)
+
+    public var description: String {
+        switch self {
+        case .missingFile(let directory, let name):
+            return "data set file missing: neither \(name) nor \(name).gz in \(directory); "
+                + "`apt-get install dataset-fashion-mnist` provides Fashion-MNIST in \(DatasetFiles.fashionMNISTDirectory)"
+        case .invalidFile(let error):
+            return error.description
+        case .sampleCountMismatch(let images, let imageCount, let labels, let labelCount):
+            return "\(images) holds \(imageCount) images but \(labels) holds \(labelCount) labels"
+        }
+    }
+}
