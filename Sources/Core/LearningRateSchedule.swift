@@ -38,7 +38,7 @@ public struct ScheduleConfig: Sendable, Hashable {
 }
 
 extension ScheduleConfig: Codable {
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case kind = "name", peakRate = "peak_rate", warmupEpochs = "warmup_epochs", power
         case endRate = "end_rate", milestones, factor
     }

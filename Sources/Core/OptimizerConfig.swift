@@ -80,7 +80,7 @@ public struct OptimizerConfig: Sendable, Hashable {
 }
 
 extension OptimizerConfig: Codable {
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case kind = "name", eta, momentum, weightDecay = "weight_decay", eps, adapt
         case adaptPattern = "adapt_pattern", denominator, placement = "momentum_placement", nesterov, clip
     }

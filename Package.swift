@@ -1,0 +1,118 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// Strict settings shared by every Swift target.
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "lars-ps",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "lars-server", targets: ["lars-server"]),
+        .executable(name: "lars-bench", targets: ["lars-bench"]),
+    ],
+    dependencies: [
+        // Command-line parsing for the thin executables.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // Event-driven networking: ByteBuffer, channel pipelines, codecs (Wire and up).
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // Structured logging: one line per event that matters.
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // Prometheus registry and text exposition for /metrics (HELP and TYPE per family).
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+    ],
+    targets: [
+        // Numerics and formats shared by server and worker: LARS, schedules, kernels, layouts.
+        .target(name: "Core", dependencies: ["CZlib"], swiftSettings: strict),
+        // zlib (gzread for IDX data sets, crc32 for the data set fingerprint).
+        .systemLibrary(name: "CZlib", pkgConfig: nil, providers: [.apt(["zlib1g-dev"])]),
+        // The binary protocol: message types, frame codec, streaming parser, limits.
+        .target(
+            name: "Wire",
+            dependencies: ["Core", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        // The service: step coordinator, connections, HTTP, checkpoints.
+        .target(
+            name: "ParamServer",
+            dependencies: [
+                "Core", "Wire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
+        // The worker side: session (handshake, pull/push, reconnect and resend).
+        .target(
+            name: "Client",
+            dependencies: [
+                "Core", "Wire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Thin executable: parse flags and the job file, run ParamServer.
+        .executableTarget(
+            name: "lars-server",
+            dependencies: [
+                "Core", "ParamServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Benchmarks; figures printed as name=value lines.
+        .executableTarget(
+            name: "lars-bench",
+            dependencies: [
+                "Core",
+                "Wire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ParamServerTests",
+            dependencies: [
+                "ParamServer", "Core", "Wire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ClientTests",
+            dependencies: [
+                "Client", "Core", "Wire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "CoreTests", dependencies: ["Core"], resources: [.copy("Fixtures")], swiftSettings: strict),
+        .testTarget(
+            name: "WireTests",
+            dependencies: [
+                "Wire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
+            resources: [.copy("Fixtures")],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,115 @@
+import Wire
+
+/// The server's hot loops over gradient data: scaling an arriving chunk by its sample count
+/// into a staging buffer, adding staged chunks into the accumulator, and turning the sum into
+/// the mean gradient while taking its sum of squares.
+enum AccumulatorKernels {
+    typealias V = SIMD8<Float>
+    static let stride = 2 * V.scalarCount
+    static let vbytes = MemoryLayout<V>.stride
+    /// Must match `OptimizerKernels.block` so the norms agree bit for bit with the optimizer's.
+    static let block = 1024
+
+    /// dst[i] = scale * x[i] for `count` little-endian elements of `dtype` at `src` (any
+    /// alignment). Reads 2–4 bytes and writes 4 per element. Returns false if any product is
+    /// NaN or infinite.
+    static func scale(_ src: UnsafeRawPointer, dtype: DType, count n: Int, by factor: Float, into dst: UnsafeMutablePointer<Float>) -> Bool {
+        var poison: Float = 0
+        switch dtype {
+        case .float32:
+            let s = V(repeating: factor)
+            let out = UnsafeMutableRawPointer(dst)
+            let vecEnd = n - n % stride
+            var z0 = V(), z1 = V()
+            var i = 0
+            while i < vecEnd {
+                let o = i &* 4
+                let a = src.loadUnaligned(fromByteOffset: o, as: V.self) * s
+                let b = src.loadUnaligned(fromByteOffset: o &+ vbytes, as: V.self) * s
+                out.storeBytes(of: a, toByteOffset: o, as: V.self)
+                out.storeBytes(of: b, toByteOffset: o &+ vbytes, as: V.self)
+                // x * 0 is 0 for finite x and NaN otherwise: one multiply-add flags the chunk.
+                z0 += a * V()
+                z1 += b * V()
+                i &+= stride
+            }
+            poison = (z0 + z1).sum()
+            while i < n {
+                let x = src.loadUnaligned(fromByteOffset: i &* 4, as: Float.self) * factor
+                dst[i] = x
+                poison += x * 0
+                i += 1
+            }
+        case .bfloat16:
+            for i in 0..<n {
+                let bits = UInt32(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: i &* 2, as: UInt16.self))) << 16
+                let x = Float(bitPattern: bits) * factor
+                dst[i] = x
+                poison += x * 0
+            }
+        case .float16:
+            for i in 0..<n {
+                let bits = UInt16(littleEndian: src.loadUnaligned(fromByteOffset: i &* 2, as: UInt16.self))
+                let x = Float(Float16(bitPattern: bits)) * factor
+                dst[i] = x
+                poison += x * 0
+            }
+        }
+        return poison == 0
+    }
+
+    /// acc[i] += x[i]. Reads 8 bytes, writes 4 per element.
+    static func add(_ x: UnsafePointer<Float>, into acc: UnsafeMutablePointer<Float>, count n: Int) {
+        let px = UnsafeRawPointer(x), pa = UnsafeMutableRawPointer(acc)
+        let vecEnd = n - n % stride
+        var i = 0
+        while i < vecEnd {
+            let o = i &* 4
+            let a = pa.loadUnaligned(fromByteOffset: o, as: V.self) + px.loadUnaligned(fromByteOffset: o, as: V.self)
+            let b = pa.loadUnaligned(fromByteOffset: o &+ vbytes, as: V.self)
+                + px.loadUnaligned(fromByteOffset: o &+ vbytes, as: V.self)
+            pa.storeBytes(of: a, toByteOffset: o, as: V.self)
+            pa.storeBytes(of: b, toByteOffset: o &+ vbytes, as: V.self)
+            i &+= stride
+        }
+        while i < n {
+            acc[i] += x[i]
+            i += 1
+        }
+    }
+
+    /// acc[i] = acc[i] / total, in place, returning `running` plus the sum of squares of the
+    /// results, summed block by block exactly as `OptimizerKernels.sumOfSquares` does (chunks
+    /// start at multiples of the block size, so passing the running total across a tensor's
+    /// chunks reproduces the optimizer's own norm bit for bit). Reads and writes 4 bytes.
+    static func mean(_ acc: UnsafeMutablePointer<Float>, count n: Int, total: Float, running: Double) -> Double {
+        let pa = UnsafeMutableRawPointer(acc)
+        let d = V(repeating: total)
+        let vecEnd = n - n % stride
+        var sum = running
+        var start = 0
+        while start < vecEnd {
+            let end = min(start + block, vecEnd)
+            var a0 = V(), a1 = V()
+            var i = start
+            while i < end {
+                let o = i &* 4
+                let x0 = pa.loadUnaligned(fromByteOffset: o, as: V.self) / d
+                let x1 = pa.loadUnaligned(fromByteOffset: o &+ vbytes, as: V.self) / d
+                pa.storeBytes(of: x0, toByteOffset: o, as: V.self)
+                pa.storeBytes(of: x1, toByteOffset: o &+ vbytes, as: V.self)
+                a0 += x0 * x0
+                a1 += x1 * x1
+                i &+= stride
+            }
+            sum += Double((a0 + a1).sum())
+            start = end
+        }
+        for i in vecEnd..<n {
+            let x = acc[i] / total
+            acc[i] = x
+            sum += Double(x) * Double(x)
+        }
+        return sum
+    }
+}

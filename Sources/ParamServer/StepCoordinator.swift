@@ -1,0 +1,496 @@
+import Core
+import Foundation
+import Logging
+import NIOCore
+import Wire
+
+/// Why the job ended: the process exit status follows from it.
+public enum JobOutcome: Sendable, Equatable {
+    /// All steps ran, the final checkpoint is written: exit 0.
+    case done
+    /// Loss non-finite or above the limit, or too many skipped steps in a row: exit 3.
+    case diverged(String)
+    /// A signal or the operator stopped the server; a checkpoint was written: exit 0.
+    case shutdown
+
+    public var exitStatus: Int32 {
+        switch self {
+        case .done, .shutdown: 0
+        case .diverged: 3
+        }
+    }
+}
+
+/// The synchronous step (DESIGN.md §2): admits contributions for step t, adds each delivered
+/// chunk as n_i x g_i into one accumulator per tensor, records per chunk which ranks added it
+/// and the samples it holds, closes the step at the quorum, runs the optimizer and publishes
+/// W_{t+1}.
+///
+/// Confined to the server's event loop: every method must be called there.
+final class StepCoordinator: @unchecked Sendable {
+    let job: JobConfig
+    let options: ServerOptions
+    let layout: Layout
+    let wireLayout: WireLayout
+    let grid: ChunkGrid
+    let schedule: LearningRateSchedule
+    let optimizer: LARSOptimizer
+    let eventLoop: any EventLoop
+    let telemetry: ServerTelemetry
+    let logger: Logger
+    /// What WELCOME carries besides the layout: the job, plus per-rank fields added at handshake.
+    let jobDescription: [String: Any]
+
+    /// Parameters, momentum and the gradient accumulator, one buffer per tensor each.
+    let weights: FloatArena
+    let momenta: FloatArena
+    let accumulator: FloatArena
+    /// Deterministic mode: each rank's scaled contribution, summed in rank order at close.
+    private var rankBuffers: [FloatArena?]
+
+    /// t: the open step. Every closed step advances it, a skipped one too.
+    private(set) var step: Int
+    private(set) var snapshot: WeightSnapshot
+    private var links: [Int: any WorkerLink] = [:]
+    private var pendingPulls: [(link: any WorkerLink, step: Int)] = []
+
+    // The open step's bookkeeping.
+    private var began: [Int: Int] = [:]
+    private var losses: [Int: Double] = [:]
+    private var chunkSamples: [Int]
+    private var addedBy: [[Bool]]
+    private var chunksAdded: [Int]
+    private var poison: (rank: Int, tensor: String)?
+    private var stepStarted = NIODeadline.now()
+    private var deadlineTask: Scheduled<Void>?
+    private var consecutiveSkips = 0
+
+    private(set) var outcome: JobOutcome?
+    private var finishing = false
+    private var finalEvalTimer: Scheduled<Void>?
+    private let finished: EventLoopPromise<JobOutcome>
+    /// Called on the loop with the state to save; returns nil on success or a reason.
+    var checkpointWriter: ((_ reason: String) -> Void)?
+
+    /// Loss above this ends the job as diverged.
+    static let lossLimit = 50.0
+    /// This many skipped steps in a row end the job as diverged.
+    static let skipLimit = 10
+
+    init(
+        job: JobConfig, options: ServerOptions, layout: Layout, schedule: LearningRateSchedule,
+        jobDescription: [String: Any], eventLoop: any EventLoop, telemetry: ServerTelemetry, logger: Logger
+    ) throws {
+        self.job = job
+        self.options = options
+        self.layout = layout
+        self.optimizer = try LARSOptimizer(config: job.optimizer, layout: layout, threads: options.optimizerThreads)
+        self.wireLayout = WireLayout(layout.tensors.enumerated().map { i, spec in
+            WireTensor(spec: spec, adapt: job.optimizer.adapts(spec))
+        })
+        self.grid = ChunkGrid(layout: layout, chunkElements: options.chunkElements)
+        self.schedule = schedule
+        self.jobDescription = jobDescription
+        self.eventLoop = eventLoop
+        self.telemetry = telemetry
+        self.logger = logger
+        self.weights = FloatArena(layout: layout)
+        self.momenta = FloatArena(layout: layout)
+        self.accumulator = FloatArena(layout: layout)
+        self.rankBuffers = Array(repeating: nil, count: job.workers)
+        self.step = 0
+        self.chunkSamples = Array(repeating: 0, count: grid.count)
+        self.addedBy = Array(repeating: Array(repeating: false, count: job.workers), count: grid.count)
+        self.chunksAdded = Array(repeating: 0, count: job.workers)
+        self.snapshot = WeightSnapshot(step: 0, chunks: [], ranges: [])
+        self.finished = eventLoop.makePromise(of: JobOutcome.self)
+    }
+
+    /// Completes when the job has ended.
+    var outcomeFuture: EventLoopFuture<JobOutcome> { finished.futureResult }
+
+    var totalSteps: Int { schedule.totalSteps }
+    var epoch: Double { Double(step) / Double(schedule.stepsPerEpoch) }
+
+    /// Continues at `step` (weights and momenta already loaded from a checkpoint).
+    func resume(at resumed: Int) {
+        step = resumed
+    }
+
+    /// Publishes the current weights (after init or resume) and starts the first step's clock.
+    func start() {
+        publish()
+        beginStep()
+        telemetry.setState(.waiting)
+        if step >= totalSteps { finish() }
+    }
+
+    // MARK: Handshake and membership
+
+    /// Answers HELLO: checks version, token and layout, assigns a rank.
+    func hello(_ link: any WorkerLink, _ hello: Hello) -> Result<Welcome, WireError.Refusal> {
+        guard outcome == nil else { return .failure(.init(code: .rankUnavailable, message: "the job has ended")) }
+        if let token = options.authToken, token != hello.token {
+            telemetry.rejected(.auth)
+            return .failure(.init(code: .authFailed, message: "auth token does not match the server's --auth-token-file"))
+        }
+        if let h = hello.layoutHash, h != layout.hash {
+            return .failure(.init(code: .layoutMismatch, message: String(
+                format: "layout hash %016llx differs from the job's %016llx (model %@)", h, layout.hash, job.model)))
+        }
+        let rank: Int
+        if let wanted = hello.wantedRank {
+            guard Int(wanted) < job.workers else {
+                return .failure(.init(code: .rankUnavailable, message: "rank \(wanted) does not exist: the job has \(job.workers) workers (ranks 0...\(job.workers - 1))"))
+            }
+            guard links[Int(wanted)] == nil else {
+                return .failure(.init(code: .rankUnavailable, message: "rank \(wanted) is held by a live connection"))
+            }
+            rank = Int(wanted)
+        } else {
+            guard let free = (0..<job.workers).first(where: { links[$0] == nil }) else {
+                return .failure(.init(code: .rankUnavailable, message: "all \(job.workers) ranks are taken"))
+            }
+            rank = free
+        }
+        links[rank] = link
+        telemetry.workerJoined(rank: rank, name: hello.workerName, address: link.address)
+        logger.info("worker joined", metadata: ["rank": "\(rank)", "name": "\(hello.workerName)", "address": "\(link.address)", "step": "\(step)"])
+        var description = jobDescription
+        description["rank"] = rank
+        description["share"] = job.share(ofRank: rank)
+        description["current_step"] = step
+        let json = (try? JSONSerialization.data(withJSONObject: description, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return .success(Welcome(
+            rank: UInt32(rank), worldSize: UInt32(job.workers), currentStep: UInt64(step),
+            job: String(decoding: json, as: UTF8.self), layout: wireLayout))
+    }
+
+    /// The link closed (BYE, error or lost connection).
+    func disconnected(_ link: any WorkerLink) {
+        pendingPulls.removeAll { $0.link === link }
+        guard let rank = link.rank, let held = links[rank], held === link else { return }
+        links[rank] = nil
+        telemetry.workerLeft(rank: rank)
+        logger.info("worker left", metadata: ["rank": "\(rank)", "step": "\(step)", "chunks_added": "\(chunksAdded[rank])/\(grid.count)"])
+    }
+
+    // MARK: Pull
+
+    func pull(_ link: any WorkerLink, step wanted: Int) {
+        if wanted <= step {
+            link.sendWeights(snapshot)
+        } else {
+            pendingPulls.append((link, wanted))
+        }
+    }
+
+    // MARK: Push
+
+    /// What a connection should do with the push it is receiving.
+    enum PushAdmission {
+        /// Stage and commit the chunks of this push.
+        case accepted(sampleCount: Int)
+        /// The step already closed: answer STEP_CLOSED, drop the data.
+        case closed(current: Int)
+    }
+
+    func pushBegin(rank: Int, step pushStep: Int, sampleCount: Int) -> Result<PushAdmission, WireError.Refusal> {
+        guard outcome == nil, !finishing else { return .success(.closed(current: step)) }
+        if pushStep < step {
+            telemetry.rejected(.stepClosed)
+            return .success(.closed(current: step))
+        }
+        guard pushStep == step else {
+            return .failure(.init(code: .unexpectedMessage, message: "push for step \(pushStep) but step \(step) is open; pull step \(step) first"))
+        }
+        guard sampleCount >= 1, sampleCount <= job.globalBatch else {
+            return .failure(.init(code: .malformedPayload, message: "sample count \(sampleCount) outside 1...\(job.globalBatch) (global batch)"))
+        }
+        began[rank] = sampleCount
+        if deadlineTask == nil { armDeadline() }
+        return .success(.accepted(sampleCount: sampleCount))
+    }
+
+    /// Whether `rank` still has to add grid chunk `index` to the open step.
+    func needsChunk(rank: Int, step pushStep: Int, index: Int) -> Bool {
+        pushStep == step && outcome == nil && !finishing && !addedBy[index][rank]
+    }
+
+    /// Adds a complete, staged chunk (already scaled by the rank's sample count).
+    func commitChunk(rank: Int, step pushStep: Int, index: Int, staged: UnsafePointer<Float>, finite: Bool) {
+        guard needsChunk(rank: rank, step: pushStep, index: index), let n = began[rank] else { return }
+        let range = grid.ranges[index]
+        let tensor = Int(range.tensor)
+        let count = Int(range.count)
+        if !finite && poison == nil {
+            poison = (rank, layout.tensors[tensor].name)
+            telemetry.rejected(.nonFinite)
+        }
+        if options.deterministic {
+            if rankBuffers[rank] == nil { rankBuffers[rank] = FloatArena(layout: layout) }
+            let dst = rankBuffers[rank]!.buffers[tensor].baseAddress! + Int(range.offset)
+            dst.update(from: staged, count: count)
+        } else {
+            let dst = accumulator.buffers[tensor].baseAddress! + Int(range.offset)
+            if chunkSamples[index] == 0 {
+                dst.update(from: staged, count: count)
+            } else {
+                AccumulatorKernels.add(staged, into: dst, count: count)
+            }
+        }
+        chunkSamples[index] += n
+        addedBy[index][rank] = true
+        chunksAdded[rank] += 1
+        telemetry.pushBytes(count * 4)
+    }
+
+    func pushEnd(rank: Int, step pushStep: Int, loss: Double) -> Result<Void, WireError.Refusal> {
+        guard pushStep == step, outcome == nil, !finishing else { return .success(()) }
+        guard began[rank] != nil else {
+            return .failure(.init(code: .unexpectedMessage, message: "PUSH_END for step \(pushStep) without PUSH_BEGIN"))
+        }
+        guard chunksAdded[rank] == grid.count else {
+            return .failure(.init(code: .wrongLength, message: "PUSH_END after \(chunksAdded[rank]) of \(grid.count) chunks"))
+        }
+        losses[rank] = loss
+        telemetry.workerPushed(rank: rank, at: Date())
+        let complete = losses.count
+        if complete >= job.quorum {
+            closeStep()
+        }
+        return .success(())
+    }
+
+    // MARK: Closing a step
+
+    private func closeStep() {
+        let started = stepStarted
+        let t = step
+        let rate = schedule.rate(at: t)
+        if options.deterministic { sumInRankOrder() }
+
+        // The mean gradient per chunk, and ||g||^2 per tensor taken on the way.
+        var gsq = [Double](repeating: 0, count: layout.tensors.count)
+        for (index, range) in grid.ranges.enumerated() {
+            let tensor = Int(range.tensor)
+            let p = accumulator.buffers[tensor].baseAddress! + Int(range.offset)
+            let total = chunkSamples[index]
+            if total == 0 {
+                p.update(repeating: 0, count: Int(range.count))
+                continue
+            }
+            gsq[tensor] = AccumulatorKernels.mean(p, count: Int(range.count), total: Float(total), running: gsq[tensor])
+        }
+        var completeSamples = 0
+        var lossSum = 0.0
+        for (rank, l) in losses {
+            let n = began[rank] ?? 0
+            completeSamples += n
+            lossSum += Double(n) * l
+        }
+        let loss = completeSamples > 0 ? lossSum / Double(completeSamples) : .nan
+
+        var skippedReason: String?
+        var report: StepReport?
+        if let p = poison {
+            skippedReason = "non-finite gradient from rank \(p.rank) in tensor '\(p.tensor)'"
+        } else {
+            do {
+                report = try optimizer.step(
+                    rate: rate, weights: weights.buffers,
+                    gradients: accumulator.buffers.map { UnsafeBufferPointer($0) },
+                    momenta: momenta.buffers, gradientNormsSquared: gsq)
+            } catch {
+                skippedReason = "\(error)"
+            }
+        }
+        let duration = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+        step = t + 1
+        if let reason = skippedReason {
+            consecutiveSkips += 1
+            logger.warning("step skipped", metadata: ["step": "\(t)", "reason": "\(reason)", "in_a_row": "\(consecutiveSkips)"])
+        } else {
+            consecutiveSkips = 0
+            publish()
+        }
+        let layers = report.map { r in
+            r.tensors.map { LayerFigures(weightNorm: $0.weightNorm, gradientNorm: $0.gradientNorm, trustRatio: $0.trustRatio, effectiveRate: $0.effectiveRate) }
+        }
+        telemetry.stepClosed(step: t, epoch: Double(t + 1) / Double(schedule.stepsPerEpoch), rate: rate,
+                             loss: loss.isNaN ? nil : loss, duration: duration, skipped: skippedReason != nil, layers: layers)
+        telemetry.setState(.training)
+        resetStepState()
+        if skippedReason != nil {
+            // The weights did not change: workers that pulled t+1 get W_t relabelled.
+            publish()
+        }
+        answerPendingPulls()
+
+        if !loss.isNaN && (!loss.isFinite || loss > Self.lossLimit) {
+            return diverge("loss \(loss) at step \(t) (limit \(Self.lossLimit))")
+        }
+        if consecutiveSkips >= Self.skipLimit {
+            return diverge("\(consecutiveSkips) skipped steps in a row (last: \(skippedReason ?? "?"))")
+        }
+        if job.checkpointEvery > 0 && step % job.checkpointEvery == 0 && step < totalSteps {
+            checkpointWriter?("every \(job.checkpointEvery) steps")
+        }
+        if step >= totalSteps {
+            finish()
+        } else if step % schedule.stepsPerEpoch == 0 {
+            requestEvaluation()
+        }
+    }
+
+    private func sumInRankOrder() {
+        for (index, range) in grid.ranges.enumerated() {
+            let tensor = Int(range.tensor)
+            let dst = accumulator.buffers[tensor].baseAddress! + Int(range.offset)
+            var first = true
+            for rank in 0..<job.workers where addedBy[index][rank] {
+                let src = rankBuffers[rank]!.buffers[tensor].baseAddress! + Int(range.offset)
+                if first {
+                    dst.update(from: src, count: Int(range.count))
+                    first = false
+                } else {
+                    AccumulatorKernels.add(src, into: dst, count: Int(range.count))
+                }
+            }
+        }
+    }
+
+    private func resetStepState() {
+        began.removeAll(keepingCapacity: true)
+        losses.removeAll(keepingCapacity: true)
+        for i in chunkSamples.indices { chunkSamples[i] = 0 }
+        for i in addedBy.indices { for r in addedBy[i].indices { addedBy[i][r] = false } }
+        for r in chunksAdded.indices { chunksAdded[r] = 0 }
+        poison = nil
+        beginStep()
+    }
+
+    private func beginStep() {
+        stepStarted = .now()
+        deadlineTask?.cancel()
+        deadlineTask = nil
+        telemetry.setMissing(ranks: [], waitingSeconds: 0)
+    }
+
+    /// Copies the weights into the buffers pulls are served from.
+    private func publish() {
+        let allocator = ByteBufferAllocator()
+        var chunks: [ByteBuffer] = []
+        chunks.reserveCapacity(grid.count)
+        for range in grid.ranges {
+            let src = UnsafeRawBufferPointer(
+                start: weights.buffers[Int(range.tensor)].baseAddress! + Int(range.offset), count: Int(range.count) * 4)
+            var buffer = allocator.buffer(capacity: src.count)
+            buffer.writeBytes(src)
+            chunks.append(buffer)
+        }
+        snapshot = WeightSnapshot(step: step, chunks: chunks, ranges: grid.ranges)
+    }
+
+    private func answerPendingPulls() {
+        let ready = pendingPulls.filter { $0.step <= step }
+        pendingPulls.removeAll { $0.step <= step }
+        for p in ready { p.link.sendWeights(snapshot) }
+    }
+
+    // MARK: Deadline
+
+    private func armDeadline() {
+        let seconds = job.stepDeadlineSeconds
+        deadlineTask = eventLoop.scheduleTask(in: .nanoseconds(Int64(seconds * 1e9))) { [weak self] in
+            self?.deadlinePassed()
+        }
+    }
+
+    private func deadlinePassed() {
+        guard outcome == nil else { return }
+        let complete = Set(losses.keys)
+        let missing = (0..<job.workers).filter { !complete.contains($0) }
+        let waited = Double((NIODeadline.now() - stepStarted).nanoseconds) / 1e9
+        let detail = missing.map { r -> String in
+            let state = links[r] == nil ? "not connected" : (began[r] == nil ? "no push yet" : "\(chunksAdded[r])/\(grid.count) chunks")
+            return "\(r) (\(state))"
+        }.joined(separator: ", ")
+        logger.warning("step deadline passed; waiting", metadata: [
+            "step": "\(step)", "complete": "\(complete.count)/\(job.quorum) needed", "missing_ranks": "\(detail)",
+            "waited_s": "\(String(format: "%.1f", waited))",
+        ])
+        telemetry.setMissing(ranks: missing, waitingSeconds: waited)
+        armDeadline()
+    }
+
+    // MARK: Evaluation and the end of the job
+
+    private func requestEvaluation() {
+        guard let rank = links.keys.min(), let link = links[rank] else { return }
+        link.send(.evalRequest(step: UInt64(step)))
+    }
+
+    func evaluated(rank: Int, step evalStep: Int, testLoss: Double, accuracy: Double) {
+        let epoch = Double(evalStep) / Double(schedule.stepsPerEpoch)
+        telemetry.evaluated(step: evalStep, epoch: epoch, testLoss: testLoss, accuracy: accuracy)
+        logger.info("evaluation", metadata: [
+            "step": "\(evalStep)", "epoch": "\(String(format: "%.2f", epoch))",
+            "test_loss": "\(testLoss)", "accuracy": "\(accuracy)", "rank": "\(rank)",
+        ])
+        if finishing && evalStep >= totalSteps { complete(.done) }
+    }
+
+    private func finish() {
+        guard !finishing, outcome == nil else { return }
+        finishing = true
+        telemetry.setState(.training, detail: "final evaluation")
+        logger.info("all steps done; final evaluation", metadata: ["steps": "\(totalSteps)"])
+        if links.isEmpty {
+            complete(.done)
+            return
+        }
+        requestEvaluation()
+        finalEvalTimer = eventLoop.scheduleTask(in: .nanoseconds(Int64(options.finalEvalTimeout * 1e9))) { [weak self] in
+            self?.logger.warning("no final evaluation arrived in time; ending without it")
+            self?.complete(.done)
+        }
+    }
+
+    private func diverge(_ why: String) {
+        logger.error("training diverged", metadata: ["reason": "\(why)", "step": "\(step)"])
+        complete(.diverged(why))
+    }
+
+    /// Ends the job: final checkpoint (unless diverged), BYE to every worker.
+    func complete(_ result: JobOutcome) {
+        guard outcome == nil else { return }
+        outcome = result
+        finalEvalTimer?.cancel()
+        deadlineTask?.cancel()
+        let reason: ByeReason
+        switch result {
+        case .done:
+            reason = .done
+            telemetry.setState(.done)
+            checkpointWriter?("end of job")
+        case .diverged(let why):
+            reason = .diverged
+            telemetry.setState(.diverged, detail: why)
+        case .shutdown:
+            reason = .shutdown
+            telemetry.setState(.shutdown)
+            checkpointWriter?("shutdown")
+        }
+        for link in links.values { link.bye(reason, detail: "\(result)") }
+        finished.succeed(result)
+    }
+}
+
+extension WireError {
+    /// A refusal the server sends as ERROR before closing the connection.
+    struct Refusal: Error {
+        var code: ErrorCode
+        var message: String
+    }
+}

@@ -1,0 +1,270 @@
+import Core
+import Logging
+import NIOCore
+import Wire
+
+/// One worker's TCP connection on the server: parses the byte stream with Wire's streaming
+/// parser, hands control messages to the coordinator, stages each arriving push chunk (scaled
+/// by the push's sample count) and commits it whole, and sends weights windowed by the
+/// channel's writability so a slow reader never makes the server queue unbounded data.
+///
+/// Lives on the server's event loop, like the coordinator.
+final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let coordinator: StepCoordinator
+    private var parser: FrameParser
+    private let encoder = FrameEncoder()
+    private var context: ChannelHandlerContext?
+    private var closing = false
+
+    private(set) var rank: Int?
+    private(set) var name = "?"
+    private(set) var address = "?"
+
+    /// The push being received: its step, and whether its chunks are to be added.
+    private var push: (step: Int, accepted: Bool, factor: Float)?
+    /// The chunk being received: its grid index when it is to be added, and whether all its
+    /// values so far were finite.
+    private var chunk: (index: Int?, finite: Bool)?
+    /// One grid chunk of scaled gradient, allocated at the first push.
+    private var staging: UnsafeMutablePointer<Float>?
+
+    /// Weight snapshots still to send, and the next chunk of the first.
+    private var outgoing: [WeightSnapshot] = []
+    private var nextChunk = -1
+
+    init(coordinator: StepCoordinator) {
+        self.coordinator = coordinator
+        self.parser = FrameParser(limits: .default, requireHello: true)
+    }
+
+    deinit {
+        staging?.deallocate()
+    }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        address = context.channel.remoteAddress.map { "\($0)" } ?? "?"
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        var buffer = unwrapInboundIn(data)
+        var sink = Sink(connection: self)
+        do {
+            try parser.parse(&buffer, into: &sink)
+        } catch {
+            coordinator.telemetry.rejected(Self.reason(for: error))
+            fail(error.code, error.description, requestID: 0)
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { pumpWeights() }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closing = true
+        outgoing.removeAll()
+        coordinator.disconnected(self)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        coordinator.logger.info("connection error", metadata: ["address": "\(address)", "error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    // MARK: What the parser finds
+
+    /// Forwards parser events to the connection; a separate value so that the connection's
+    /// `parser` is not accessed while it runs.
+    private struct Sink: FrameSink {
+        unowned let connection: WorkerConnection
+
+        mutating func receive(_ message: Message) throws(WireError) { connection.receive(message) }
+        mutating func beginChunk(_ header: ChunkHeader) throws(WireError) { connection.beginChunk(header) }
+        mutating func chunkData(_ bytes: UnsafeRawBufferPointer, header: ChunkHeader, firstElement: Int) throws(WireError) {
+            connection.chunkData(bytes, header: header, firstElement: firstElement)
+        }
+        mutating func endChunk(_ header: ChunkHeader) throws(WireError) { connection.endChunk(header) }
+    }
+
+    private func receive(_ message: Message) {
+        guard !closing else { return }
+        switch message {
+        case .hello(let hello):
+            name = hello.workerName
+            switch coordinator.hello(self, hello) {
+            case .success(let welcome):
+                rank = Int(welcome.rank)
+                send(.welcome(welcome))
+            case .failure(let refusal):
+                fail(refusal.code, refusal.message, requestID: 0)
+            }
+        case .pull(let step):
+            guard rank != nil else { return }
+            coordinator.pull(self, step: Int(clamping: step))
+        case .pushBegin(let step, let samples):
+            guard let rank else { return }
+            switch coordinator.pushBegin(rank: rank, step: Int(clamping: step), sampleCount: Int(samples)) {
+            case .success(.accepted(let n)):
+                push = (Int(clamping: step), true, Float(n))
+            case .success(.closed(let current)):
+                push = (Int(clamping: step), false, 0)
+                send(.stepClosed(step: step, currentStep: UInt64(current)))
+            case .failure(let refusal):
+                coordinator.telemetry.rejected(.protocol)
+                fail(refusal.code, refusal.message, requestID: step)
+            }
+        case .pushEnd(let step, let loss):
+            guard let rank else { return }
+            defer { push = nil }
+            guard let p = push, p.step == Int(clamping: step) else {
+                coordinator.telemetry.rejected(.protocol)
+                return fail(.unexpectedMessage, "PUSH_END for step \(step) without its PUSH_BEGIN", requestID: step)
+            }
+            guard p.accepted else { return }
+            if case .failure(let refusal) = coordinator.pushEnd(rank: rank, step: p.step, loss: loss) {
+                coordinator.telemetry.rejected(refusal.code == .wrongLength ? .wrongLength : .protocol)
+                fail(refusal.code, refusal.message, requestID: step)
+            }
+        case .eval(let step, let loss, let accuracy, _):
+            guard let rank else { return }
+            coordinator.evaluated(rank: rank, step: Int(clamping: step), testLoss: loss, accuracy: accuracy)
+        case .heartbeat(let sequence):
+            send(.heartbeat(sequence: sequence))
+        case .bye:
+            context?.close(promise: nil)
+        case .error(let code, let text, _):
+            coordinator.logger.warning("worker reported an error", metadata: [
+                "rank": "\(rank.map(String.init) ?? "-")", "code": "\(code)", "message": "\(text)",
+            ])
+        case .initLayout:
+            coordinator.telemetry.rejected(.protocol)
+            fail(.unexpectedMessage, "INIT is only accepted for jobs whose model is from-worker", requestID: 0)
+        case .welcome, .weights, .stepClosed, .evalRequest:
+            coordinator.telemetry.rejected(.protocol)
+            fail(.unexpectedMessage, "\(message.type) is sent by the server, not to it", requestID: message.id)
+        }
+    }
+
+    private func beginChunk(_ header: ChunkHeader) {
+        guard !closing else { return }
+        guard header.kind == .push, let rank, let p = push, p.step == Int(clamping: header.step) else {
+            coordinator.telemetry.rejected(.protocol)
+            return fail(.unexpectedMessage, "\(header.kind.messageType) for step \(header.step) outside a push", requestID: header.step)
+        }
+        guard let index = coordinator.grid.index(tensor: header.tensor, offset: header.offset, count: header.count) else {
+            coordinator.telemetry.rejected(.wrongLength)
+            let t = Int(header.tensor)
+            let what = t < coordinator.layout.tensors.count
+                ? "tensor \(t) '\(coordinator.layout.tensors[t].name)' (\(coordinator.layout.tensors[t].count) elements)"
+                : "tensor \(t) (the layout has \(coordinator.layout.tensors.count))"
+            return fail(.wrongLength, "push chunk offset \(header.offset) count \(header.count) is not a chunk of the grid (\(coordinator.grid.chunkElements) elements per chunk) for \(what)", requestID: header.step)
+        }
+        if p.accepted && coordinator.needsChunk(rank: rank, step: p.step, index: index) {
+            if staging == nil { staging = .allocate(capacity: coordinator.grid.chunkElements) }
+            chunk = (index, true)
+        } else {
+            chunk = (nil, true)
+        }
+    }
+
+    private func chunkData(_ bytes: UnsafeRawBufferPointer, header: ChunkHeader, firstElement: Int) {
+        guard !closing, let c = chunk, c.index != nil, let staging, let p = push, let base = bytes.baseAddress else { return }
+        let count = bytes.count / header.dtype.size
+        let finite = AccumulatorKernels.scale(
+            base, dtype: header.dtype, count: count, by: p.factor,
+            into: staging + (firstElement - Int(header.offset)))
+        if !finite { chunk?.finite = false }
+    }
+
+    private func endChunk(_ header: ChunkHeader) {
+        guard !closing, let c = chunk, let rank, let p = push else { return }
+        chunk = nil
+        if let index = c.index, let staging {
+            coordinator.commitChunk(rank: rank, step: p.step, index: index, staged: staging, finite: c.finite)
+        }
+    }
+
+    // MARK: WorkerLink
+
+    func send(_ message: Message) {
+        guard let context, !closing else { return }
+        do {
+            let buffer = try encoder.encode(message, allocator: context.channel.allocator)
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        } catch {
+            coordinator.logger.error("could not encode a message", metadata: ["type": "\(message.type)", "error": "\(error)"])
+        }
+    }
+
+    func sendWeights(_ snapshot: WeightSnapshot) {
+        outgoing.append(snapshot)
+        if outgoing.count == 1 {
+            nextChunk = -1
+            pumpWeights()
+        }
+    }
+
+    /// Writes WEIGHTS, then chunk frames while the channel stays writable; resumes from
+    /// `channelWritabilityChanged`.
+    private func pumpWeights() {
+        guard let context, !closing else { return }
+        while let snapshot = outgoing.first, context.channel.isWritable {
+            if nextChunk < 0 {
+                send(.weights(step: UInt64(snapshot.step), chunkCount: UInt32(snapshot.chunks.count)))
+                nextChunk = 0
+                continue
+            }
+            if nextChunk >= snapshot.chunks.count {
+                outgoing.removeFirst()
+                nextChunk = -1
+                continue
+            }
+            let header = ChunkHeader(kind: .weights, step: UInt64(snapshot.step), range: snapshot.ranges[nextChunk])
+            var head = context.channel.allocator.buffer(capacity: ChunkHeader.frameOverhead)
+            do {
+                try encoder.encodeChunkHeader(header, into: &head)
+            } catch {
+                coordinator.logger.error("could not encode a weights chunk", metadata: ["error": "\(error)"])
+                return
+            }
+            context.write(wrapOutboundOut(head), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(snapshot.chunks[nextChunk]), promise: nil)
+            nextChunk += 1
+        }
+    }
+
+    func fail(_ code: ErrorCode, _ message: String, requestID: UInt64) {
+        guard let context, !closing else { return }
+        coordinator.logger.warning("refusing a worker", metadata: [
+            "address": "\(address)", "rank": "\(rank.map(String.init) ?? "-")", "code": "\(code)", "message": "\(message)",
+        ])
+        send(.error(code: code, message: message, requestID: requestID))
+        closing = true
+        context.close(promise: nil)
+    }
+
+    func bye(_ reason: ByeReason, detail: String) {
+        guard let context, !closing else { return }
+        send(.bye(reason: reason, detail: detail))
+        closing = true
+        context.close(promise: nil)
+    }
+
+    /// The `lars_rejected_frames_total` reason for a parse failure.
+    static func reason(for error: WireError) -> RejectReason {
+        switch error.code {
+        case .wrongLength, .chunkOutOfRange, .frameTooLarge, .truncated: .wrongLength
+        case .wrongDtype: .wrongDtype
+        case .authFailed: .auth
+        default: .malformed
+        }
+    }
+}
