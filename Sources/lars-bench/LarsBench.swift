@@ -9,6 +9,7 @@ struct LarsBench: ParsableCommand {
         abstract: "Benchmarks for lars-ps; figures print as name=value lines.",
         subcommands: [
             OptimizerBench.self,
+            WireBench.self,
         ]
     )
 }

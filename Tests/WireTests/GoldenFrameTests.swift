@@ -50,7 +50,7 @@ import Testing
         for part in parts {
             let name = String(part.prefix { $0 != " " })
             let afterFence = try #require(part.components(separatedBy: "```").dropFirst().first)
-            let body = afterFence.split(separator: "\n", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
+            let body = afterFence.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).dropFirst().first.map(String.init) ?? ""
             #expect(bytes(fromHex: body) == (try fixtureBytes(name)), "docs dump of \(name)")
             checked.append(name)
         }
