@@ -228,9 +228,13 @@ enum JSONPosition {
     static func describe(_ error: any Error, in data: Data) -> String {
         let ns = error as NSError
         let reason = (ns.userInfo[NSDebugDescriptionErrorKey] as? String) ?? ns.localizedDescription
-        guard let index = ns.userInfo["NSJSONSerializationErrorIndex"] as? Int else {
-            return "syntax error: \(reason)"
+        // Darwin gives the byte index in userInfo; corelibs Foundation only in the text
+        // ("... around character 34.").
+        var index = ns.userInfo["NSJSONSerializationErrorIndex"] as? Int
+        if index == nil, let r = reason.range(of: #"character (\d+)"#, options: .regularExpression) {
+            index = Int(reason[r].dropFirst("character ".count))
         }
+        guard let index else { return "syntax error: \(reason)" }
         var line = 1, column = 1
         for byte in data.prefix(index) {
             if byte == UInt8(ascii: "\n") { line += 1; column = 1 } else { column += 1 }
