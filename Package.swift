@@ -26,9 +26,11 @@ let package = Package(
     ],
     targets: [
         // Numerics and formats shared by server and worker: LARS, schedules, kernels, layouts.
-        .target(name: "Core", dependencies: ["CZlib"], swiftSettings: strict),
+        .target(name: "Core", dependencies: ["CZlib", "COpenBLAS"], swiftSettings: strict),
         // zlib (gzread for IDX data sets, crc32 for the data set fingerprint).
         .systemLibrary(name: "CZlib", pkgConfig: nil, providers: [.apt(["zlib1g-dev"])]),
+        // OpenBLAS (cblas_sgemm for the layers; openblas_set_num_threads).
+        .systemLibrary(name: "COpenBLAS", pkgConfig: nil, providers: [.apt(["libopenblas-dev"])]),
         // The binary protocol: message types, frame codec, streaming parser, limits.
         .target(
             name: "Wire",
@@ -84,7 +86,7 @@ let package = Package(
         .testTarget(
             name: "ParamServerTests",
             dependencies: [
-                "ParamServer", "Core", "Wire",
+                "ParamServer", "Client", "Core", "Wire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -6,6 +6,8 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
     case invalidFile(IDXError)
     /// The training images and labels announce different sample counts.
     case sampleCountMismatch(images: String, imageCount: Int, labels: String, labelCount: Int)
+    /// A label is not a class index (`0..<classes`).
+    case labelOutOfRange(file: String, index: Int, label: UInt8, classes: Int)
 
     public var description: String {
         switch self {
@@ -16,6 +18,8 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
             return error.description
         case .sampleCountMismatch(let images, let imageCount, let labels, let labelCount):
             return "\(images) holds \(imageCount) images but \(labels) holds \(labelCount) labels"
+        case .labelOutOfRange(let file, let index, let label, let classes):
+            return "\(file): label \(label) of sample \(index) is not a class index (0..<\(classes))"
         }
     }
 }

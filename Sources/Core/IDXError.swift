@@ -16,6 +16,8 @@ public struct IDXError: Error, Equatable, CustomStringConvertible {
         case truncatedHeader(expectedBytes: Int, actualBytes: Int)
         /// The file ends before all elements the header announces.
         case truncatedData(expectedBytes: Int, actualBytes: Int)
+        /// The file holds more bytes than its header announces (the whole file's sizes).
+        case trailingData(expectedBytes: Int, actualBytes: Int)
         /// Type or dimensions do not fit what the file is used for.
         case wrongDimensions(dataType: IDXHeader.DataType, dimensions: [Int], expected: String)
     }
@@ -47,6 +49,8 @@ public struct IDXError: Error, Equatable, CustomStringConvertible {
             what = "truncated header: \(actual) of \(expected) bytes"
         case .truncatedData(let expected, let actual):
             what = "truncated data: \(actual) of \(expected) bytes the header announces"
+        case .trailingData(let expected, let actual):
+            what = "\(actual) bytes, but the header announces \(expected): not the file it claims to be"
         case .wrongDimensions(let type, let dims, let expected):
             what = "\(type) with dimensions \(dims), expected \(expected)"
         }

@@ -19,4 +19,34 @@ public final class IDXReader {
         self.header = header
         self.source = source
     }
+
+    /// Reads every element the header announces (unsigned bytes), and checks that the file
+    /// ends right there: a short file is `truncatedData`, a longer one `trailingData`.
+    public func readBytes() throws(IDXError) -> [UInt8] {
+        guard let expected = header.dataByteCount else {
+            throw IDXError(path: path, problem: .wrongDimensions(
+                dataType: header.dataType, dimensions: header.dimensions, expected: "a size that fits in memory"))
+        }
+        var got = 0
+        var failure: IDXError?
+        let bytes = [UInt8](unsafeUninitializedCapacity: expected) { buffer, count in
+            do throws(IDXError) {
+                got = try source.read(into: UnsafeMutableRawBufferPointer(buffer))
+            } catch {
+                failure = error
+            }
+            count = got
+        }
+        if let failure { throw failure }
+        guard got == expected else {
+            throw IDXError(path: path, problem: .truncatedData(
+                expectedBytes: header.headerByteCount + expected, actualBytes: header.headerByteCount + got))
+        }
+        let extra = try source.readToEnd().count
+        guard extra == 0 else {
+            throw IDXError(path: path, problem: .trailingData(
+                expectedBytes: header.headerByteCount + expected, actualBytes: header.headerByteCount + expected + extra))
+        }
+        return bytes
+    }
 }
