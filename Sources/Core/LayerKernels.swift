@@ -220,13 +220,15 @@ enum LayerKernels {
             let yp = y + p * oh * ow, ap = argmax + p * oh * ow
             for oy in 0..<oh {
                 for ox in 0..<ow {
+                    // Values held in registers and selects rather than branches: which pixel
+                    // wins is data-dependent and mispredicts half the time.
                     let first = (2 * oy) * width + 2 * ox
-                    var best = first
-                    if xp[first + 1] > xp[best] { best = first + 1 }
-                    if xp[first + width] > xp[best] { best = first + width }
-                    if xp[first + width + 1] > xp[best] { best = first + width + 1 }
-                    yp[oy * ow + ox] = xp[best]
-                    ap[oy * ow + ox] = Int32(best)
+                    let a = xp[first], b = xp[first + 1], c = xp[first + width], d = xp[first + width + 1]
+                    let top = b > a ? b : a, topIndex = b > a ? first + 1 : first
+                    let bottom = d > c ? d : c, bottomIndex = d > c ? first + width + 1 : first + width
+                    let lower = bottom > top
+                    yp[oy * ow + ox] = lower ? bottom : top
+                    ap[oy * ow + ox] = Int32(lower ? bottomIndex : topIndex)
                 }
             }
         }
