@@ -10,6 +10,7 @@ struct LarsBench: ParsableCommand {
         subcommands: [
             OptimizerBench.self,
             WireBench.self,
+            WorkerBench.self,
         ]
     )
 }
