@@ -1,0 +1,180 @@
+import Core
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Wire
+
+/// A worker's session with `lars-server` (docs/wire-protocol.md): handshake, pull of the
+/// weights into buffers the caller owns, push of a gradient from buffers the caller owns, EVAL,
+/// and transparent reconnects.
+///
+/// ```swift
+/// let session = ClientSession(host: "127.0.0.1", port: 7070, options: .init(workerName: "w0"), logger: logger)
+/// let info = try await session.connect()
+/// var step = info.currentStep
+/// while true {
+///     step = try await session.pull(step: step, into: weights).step
+///     let loss = computeGradient()          // into `gradients`
+///     if case .stepClosed(let current) = try await session.push(step: step, sampleCount: n, loss: loss, gradients: gradients) {
+///         step = current; continue
+///     }
+///     step += 1
+/// }
+/// ```
+///
+/// **Reconnects.** When the connection is lost without BYE, the session reconnects at once
+/// (HELLO asking for its old rank and carrying its layout hash), waiting `initialBackoff`
+/// doubling to `maxBackoff` between attempts and logging each one, and ends with
+/// ``ClientError/connectFailed(host:port:attempts:seconds:lastError:)`` after `reconnectTimeout`.
+/// A pull or push running meanwhile waits for the new connection and runs again on it: a push
+/// is sent again whole from the caller's buffers if the server is still at its step (the server
+/// skips the chunks it already has), and answers ``PushResult/stepClosed(current:)`` otherwise;
+/// the first pull on a new connection asks for no later step than the server's (see
+/// ``pull(step:into:)``). BYE, a refusing ERROR and protocol errors end the session: every
+/// later call throws the same error.
+///
+/// One pull and one push may run at a time (they may overlap each other); the caller's
+/// buffers must stay valid and untouched until the call returns.
+public final class ClientSession: Sendable {
+    public let host: String
+    public let port: Int
+    public let options: ClientOptions
+    /// What the server says unasked; ends when the session ends.
+    public let events: AsyncStream<SessionEvent>
+
+    private let core: SessionCore
+    private let evalRequests: EvalInbox
+
+    /// - Parameter eventLoopGroup: where the connection runs; the session uses one loop of it.
+    public init(
+        host: String, port: Int = 7070, options: ClientOptions,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "lars.client")
+    ) {
+        self.host = host
+        self.port = port
+        self.options = options
+        let (stream, continuation) = AsyncStream.makeStream(of: SessionEvent.self)
+        self.events = stream
+        let inbox = EvalInbox()
+        self.evalRequests = inbox
+        var logger = logger
+        logger[metadataKey: "server"] = "\(host):\(port)"
+        self.core = SessionCore(
+            host: host, port: port, options: options, eventLoop: eventLoopGroup.next(), logger: logger,
+            events: continuation, evalRequests: inbox)
+    }
+
+    /// Connects and shakes hands, retrying refused connections and `rank_unavailable` with
+    /// backoff for up to `connectTimeout`. Returns what WELCOME said; calling it again returns
+    /// the same.
+    public func connect() async throws(ClientError) -> SessionInfo {
+        try await core.connect()
+    }
+
+    /// What the handshake gave (the current step as of the latest handshake), or nil before
+    /// ``connect()``.
+    public var info: SessionInfo? {
+        get async { await core.info }
+    }
+
+    /// Pulls the weights of `step` into `buffers` (one per layout tensor, each exactly the
+    /// tensor's element count), written straight from the receive buffer. Waits while the
+    /// server has not published `step` yet.
+    ///
+    /// Returns the step of the weights now in the buffers: `step`, or a newer one when `step`
+    /// was behind. On a new connection after a reconnect it asks for at most the server's
+    /// current step: if the server is still at the step this worker pushed last, the answer is
+    /// that step again, and the worker computes and pushes it again (the push may not have
+    /// arrived whole; the server skips what it has).
+    public nonisolated(nonsending) func pull(
+        step: Int, into buffers: [UnsafeMutableBufferPointer<Float>]
+    ) async throws(ClientError) -> PulledStep {
+        let layout = try await core.layout()
+        try Self.check(buffers.map(\.count), against: layout)
+        let box = WeightBuffers(tensors: buffers)
+        while true {
+            let connection = try await core.liveConnection()
+            do {
+                return try await connection.pull(step: UInt64(max(step, 0)), into: box)
+            } catch {
+                try await core.recover(from: error, on: connection)
+            }
+        }
+    }
+
+    /// Pushes the gradient of `step`, the mean over `sampleCount` samples, with the mean
+    /// training loss (NaN and infinities are sent as they are: the server judges divergence).
+    /// `gradients` holds one buffer per layout tensor; each grid chunk is copied into a frame
+    /// as it is sent, with at most a few chunks in flight.
+    ///
+    /// Returns ``PushResult/accepted`` once PUSH_END is written, or
+    /// ``PushResult/stepClosed(current:)`` when the server has moved on (the rest of the push
+    /// is then not sent).
+    public nonisolated(nonsending) func push(
+        step: Int, sampleCount: Int, loss: Double, gradients: [UnsafeBufferPointer<Float>]
+    ) async throws(ClientError) -> PushResult {
+        let layout = try await core.layout()
+        try Self.check(gradients.map(\.count), against: layout)
+        let ranges = await core.grid
+        let box = GradientBuffers(tensors: gradients)
+        let samples = UInt32(clamping: max(sampleCount, 0))
+        while true {
+            let connection = try await core.liveConnection()
+            do {
+                return try await connection.push(
+                    step: UInt64(max(step, 0)), sampleCount: samples, loss: loss, gradients: box, ranges: ranges)
+            } catch {
+                try await core.recover(from: error, on: connection)
+            }
+        }
+    }
+
+    /// Answers EVAL_REQUEST(`step`) with the evaluation of its weights on the test set.
+    public func sendEval(step: Int, testLoss: Double, accuracy: Double, sampleCount: Int) async throws(ClientError) {
+        let message = Message.eval(
+            step: UInt64(max(step, 0)), testLoss: testLoss, accuracy: accuracy, sampleCount: UInt32(clamping: max(sampleCount, 0)))
+        try await core.send(message)
+    }
+
+    /// The oldest EVAL_REQUEST step not taken yet, for training loops that check between steps
+    /// rather than reading ``events``.
+    public func takeEvalRequest() -> Int? {
+        evalRequests.take()
+    }
+
+    /// Sends BYE(shutdown) and closes; every later call throws ``ClientError/closed``.
+    public func close() async {
+        await core.close(sending: .bye(reason: .shutdown, detail: "worker closing"))
+    }
+
+    /// Sends ERROR(`code`, `message`) and closes: how a worker reports, for example, a missing
+    /// data set (``Wire/ErrorCode/dataset``) before it exits.
+    public func close(reporting code: ErrorCode, message: String) async {
+        await core.close(sending: .error(code: code, message: message, requestID: 0))
+    }
+
+    private static func check(_ counts: [Int], against layout: WireLayout) throws(ClientError) {
+        guard counts.count == layout.tensors.count else {
+            throw .buffersMismatch(tensor: nil, expected: layout.tensors.count, found: counts.count)
+        }
+        for (index, tensor) in layout.tensors.enumerated() where counts[index] != tensor.spec.count {
+            throw .buffersMismatch(tensor: index, expected: tensor.spec.count, found: counts[index])
+        }
+    }
+}
+
+/// EVAL_REQUEST steps not yet taken by ``ClientSession/takeEvalRequest()``.
+final class EvalInbox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var steps: [Int] = []
+
+    func append(_ step: Int) {
+        lock.withLock { steps.append(step) }
+    }
+
+    func take() -> Int? {
+        lock.withLock { steps.isEmpty ? nil : steps.removeFirst() }
+    }
+}

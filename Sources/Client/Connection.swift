@@ -1,0 +1,80 @@
+import Logging
+import NIOCore
+import NIOPosix
+import Wire
+
+/// One TCP connection to the server after its handshake: the channel, its ``SessionHandler``
+/// and the WELCOME it answered with.
+final class Connection: Sendable {
+    /// Counts the connections of a session, so a late close report is matched to its own.
+    let id: Int
+    let channel: any Channel
+    let handler: SessionHandler
+    let welcome: Welcome
+
+    private init(id: Int, channel: any Channel, handler: SessionHandler, welcome: Welcome) {
+        self.id = id
+        self.channel = channel
+        self.handler = handler
+        self.welcome = welcome
+    }
+
+    /// Connects, sends HELLO and waits for WELCOME. Throws ``ConnectionFailure``.
+    static func open(
+        id: Int, host: String, port: Int, hello: Hello, options: ClientOptions, eventLoop: any EventLoop, logger: Logger,
+        onEvent: @escaping @Sendable (SessionEvent) -> Void, onClosed: @escaping @Sendable (ConnectionFailure) -> Void
+    ) async throws -> Connection {
+        let handler = SessionHandler(
+            hello: hello, limits: options.limits, heartbeatInterval: options.heartbeatInterval, eventLoop: eventLoop,
+            logger: logger, onEvent: onEvent, onClosed: onClosed)
+        // Until WELCOME gives the grid, the water marks assume the default 4 MiB chunk.
+        let chunk = ChunkHeader.frameOverhead + (4 << 20)
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(ChannelOptions.socketOption(.so_keepalive), value: 1)
+            .channelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: chunk, high: 2 * chunk))
+            .channelOption(
+                ChannelOptions.recvAllocator,
+                value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65_536, maximum: 4 << 20))
+            .connectTimeout(.seconds(5))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
+            }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.connect(host: host, port: port).get()
+        } catch {
+            eventLoop.execute { handler.connectFailed(error) }
+            throw ConnectionFailure.lost("\(error)")
+        }
+        let welcome = try await handler.welcome.futureResult.get()
+        return Connection(id: id, channel: channel, handler: handler, welcome: welcome)
+    }
+
+    /// Sets the write buffer water marks to one grid chunk (low) and two (high): a few chunks
+    /// in flight, never the whole model.
+    func configure(chunkBytes: Int) async {
+        let frame = ChunkHeader.frameOverhead + chunkBytes
+        try? await channel.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: frame, high: 2 * frame)).get()
+    }
+
+    func pull(step: UInt64, into buffers: WeightBuffers) async throws -> PulledStep {
+        try await channel.eventLoop.flatSubmit { self.handler.startPull(step: step, into: buffers) }.get()
+    }
+
+    func push(step: UInt64, sampleCount: UInt32, loss: Double, gradients: GradientBuffers, ranges: [ChunkRange]) async throws -> PushResult {
+        try await channel.eventLoop.flatSubmit {
+            self.handler.startPush(step: step, sampleCount: sampleCount, loss: loss, gradients: gradients, ranges: ranges)
+        }.get()
+    }
+
+    func send(_ message: Message) async throws {
+        try await channel.eventLoop.flatSubmit { self.handler.sendMessage(message) }.get()
+    }
+
+    /// Sends `message` (if any) and closes; returns once the channel is closed.
+    func close(sending message: Message?) async {
+        channel.eventLoop.execute { self.handler.close(sending: message) }
+        try? await channel.closeFuture.get()
+    }
+}

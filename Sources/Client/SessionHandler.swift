@@ -1,0 +1,449 @@
+import Logging
+import NIOCore
+import Wire
+
+/// Why a connection ended or could not be used.
+enum ConnectionFailure: Error, Sendable, Hashable {
+    /// The TCP connection failed or closed without BYE: reconnect.
+    case lost(String)
+    /// The server sent an ERROR that ends the connection.
+    case refused(ErrorCode, String)
+    /// The server sent bytes this side refused (answered with ERROR).
+    case `protocol`(WireError)
+    /// The server said BYE.
+    case bye(ByeReason, String)
+    /// This side closed the connection.
+    case closedLocally
+}
+
+/// The caller's weight buffers on their way to the event loop; the caller keeps them valid (and
+/// untouched) until its pull returns.
+struct WeightBuffers: @unchecked Sendable {
+    let tensors: [UnsafeMutableBufferPointer<Float>]
+}
+
+/// The caller's gradient buffers on their way to the event loop; valid until the push returns.
+struct GradientBuffers: @unchecked Sendable {
+    let tensors: [UnsafeBufferPointer<Float>]
+}
+
+/// One connection's protocol state, on its event loop: sends HELLO and waits for WELCOME, writes
+/// the weights of a WEIGHTS sequence straight from the receive buffer into the caller's buffers,
+/// sends a push one grid chunk at a time while the channel is writable, and reports what the
+/// server says unasked.
+///
+/// Every method runs on the channel's event loop.
+final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// A pull waiting for (or receiving) its WEIGHTS sequence.
+    private final class IncomingPull {
+        let buffers: WeightBuffers
+        let totalElements: Int
+        let promise: EventLoopPromise<PulledStep>
+        /// The step WEIGHTS announced, nil until it arrives.
+        var step: UInt64?
+        var expectedChunks = 0
+        var receivedChunks = 0
+        var receivedElements = 0
+
+        init(buffers: WeightBuffers, promise: EventLoopPromise<PulledStep>) {
+            self.buffers = buffers
+            self.totalElements = buffers.tensors.reduce(0) { $0 + $1.count }
+            self.promise = promise
+        }
+    }
+
+    /// A push being written, one grid chunk per frame.
+    private final class OutgoingPush: @unchecked Sendable {
+        let step: UInt64
+        let loss: Double
+        let gradients: GradientBuffers
+        let ranges: [ChunkRange]
+        let promise: EventLoopPromise<PushResult>
+        var next = 0
+        /// Set when STEP_CLOSED for this push arrived: the open step.
+        var closedCurrent: UInt64?
+        var endWritten = false
+
+        init(step: UInt64, loss: Double, gradients: GradientBuffers, ranges: [ChunkRange], promise: EventLoopPromise<PushResult>) {
+            self.step = step
+            self.loss = loss
+            self.gradients = gradients
+            self.ranges = ranges
+            self.promise = promise
+        }
+    }
+
+    private var parser: FrameParser
+    private let encoder: FrameEncoder
+    private let hello: Hello
+    private let heartbeatInterval: TimeAmount?
+    private let logger: Logger
+    private let onEvent: @Sendable (SessionEvent) -> Void
+    private let onClosed: @Sendable (ConnectionFailure) -> Void
+
+    private var context: ChannelHandlerContext?
+    /// Completed by WELCOME, or failed by whatever ends the connection first.
+    let welcome: EventLoopPromise<Welcome>
+    private var welcomed = false
+    private var handshakeOpen = true
+    /// Why the connection ended; nil while it is usable.
+    private(set) var failure: ConnectionFailure?
+    /// A step the server is known to have opened: WELCOME's, the newest WEIGHTS', the newest
+    /// STEP_CLOSED's current step. Never ahead of the server.
+    private(set) var knownStep: UInt64 = 0
+    /// Whether a pull completed on this connection (see ``startPull(step:into:)``).
+    private(set) var hasPulled = false
+    private var pull: IncomingPull?
+    private var push: OutgoingPush?
+    private var pumping = false
+    private var pumpAgain = false
+    private var wroteSinceHeartbeat = false
+    private var heartbeatTask: RepeatedTask?
+    private var heartbeatSequence: UInt64 = 0
+    private var closedReported = false
+    private var helloSent = false
+
+    init(
+        hello: Hello, limits: WireLimits, heartbeatInterval: Duration?, eventLoop: any EventLoop, logger: Logger,
+        onEvent: @escaping @Sendable (SessionEvent) -> Void, onClosed: @escaping @Sendable (ConnectionFailure) -> Void
+    ) {
+        self.parser = FrameParser(limits: limits)
+        self.encoder = FrameEncoder(limits: limits)
+        self.hello = hello
+        self.heartbeatInterval = heartbeatInterval.map { TimeAmount($0) }
+        self.logger = logger
+        self.onEvent = onEvent
+        self.onClosed = onClosed
+        self.welcome = eventLoop.makePromise(of: Welcome.self)
+    }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { sendHello() }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        sendHello()
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard failure == nil else { return }
+        var buffer = unwrapInboundIn(data)
+        var sink = Sink(handler: self)
+        do {
+            try parser.parse(&buffer, into: &sink)
+        } catch {
+            logger.error("refusing what the server sent", metadata: ["error": "\(error)"])
+            sendThenClose(.error(code: error.code, message: error.description, requestID: 0), because: .protocol(error))
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { pumpPush() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        terminate(.lost("the server closed the connection"))
+        if !closedReported, let failure {
+            closedReported = true
+            onClosed(failure)
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        terminate(.lost("\(error)"))
+    }
+
+    /// The TCP connect failed: nothing will ever complete the handshake.
+    func connectFailed(_ error: any Error) {
+        terminate(.lost("\(error)"))
+    }
+
+    // MARK: Operations (on the event loop)
+
+    /// Sends PULL and fills `buffers` from the WEIGHTS sequence that answers it.
+    ///
+    /// On a connection that has not pulled yet (a fresh one after a reconnect) the pull asks for
+    /// no later step than WELCOME's: a server that came back at an older step would otherwise
+    /// never answer, and a server still at the step this worker pushed before the connection
+    /// broke may be missing part of that push, which the worker then sends again.
+    func startPull(step: UInt64, into buffers: WeightBuffers) -> EventLoopFuture<PulledStep> {
+        guard let context else { return welcome.futureResult.eventLoop.makeFailedFuture(ConnectionFailure.lost("not connected")) }
+        if let failure { return context.eventLoop.makeFailedFuture(failure) }
+        guard pull == nil else { return context.eventLoop.makeFailedFuture(ClientError.overlapping(operation: "pull")) }
+        let promise = context.eventLoop.makePromise(of: PulledStep.self)
+        pull = IncomingPull(buffers: buffers, promise: promise)
+        send(.pull(step: hasPulled ? step : min(step, knownStep)))
+        return promise.futureResult
+    }
+
+    /// Sends PUSH_BEGIN, one PUSH_CHUNK per range while the channel is writable, and PUSH_END;
+    /// succeeds once PUSH_END is written. A push for a step other than ``knownStep`` is not sent:
+    /// the server has closed that step or is at another one.
+    func startPush(
+        step: UInt64, sampleCount: UInt32, loss: Double, gradients: GradientBuffers, ranges: [ChunkRange]
+    ) -> EventLoopFuture<PushResult> {
+        guard let context else { return welcome.futureResult.eventLoop.makeFailedFuture(ConnectionFailure.lost("not connected")) }
+        if let failure { return context.eventLoop.makeFailedFuture(failure) }
+        guard push == nil else { return context.eventLoop.makeFailedFuture(ClientError.overlapping(operation: "push")) }
+        guard step == knownStep else {
+            return context.eventLoop.makeSucceededFuture(.stepClosed(current: Int(knownStep)))
+        }
+        let promise = context.eventLoop.makePromise(of: PushResult.self)
+        push = OutgoingPush(step: step, loss: loss, gradients: gradients, ranges: ranges, promise: promise)
+        send(.pushBegin(step: step, sampleCount: sampleCount))
+        pumpPush()
+        return promise.futureResult
+    }
+
+    /// Sends one control message; succeeds once it is written.
+    func sendMessage(_ message: Message) -> EventLoopFuture<Void> {
+        guard let context else { return welcome.futureResult.eventLoop.makeFailedFuture(ConnectionFailure.lost("not connected")) }
+        if let failure { return context.eventLoop.makeFailedFuture(failure) }
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        send(message, promise: promise)
+        return promise.futureResult
+    }
+
+    /// Sends `message` (BYE or ERROR) and closes the connection once it is written.
+    func close(sending message: Message?) {
+        if let message, failure == nil {
+            sendThenClose(message, because: .closedLocally)
+        } else {
+            terminate(.closedLocally)
+        }
+    }
+
+    // MARK: What the parser finds
+
+    /// Forwards parser events; a separate value so that `parser` is not accessed while it runs.
+    private struct Sink: FrameSink {
+        unowned let handler: SessionHandler
+
+        mutating func receive(_ message: Message) throws(WireError) { try handler.receive(message) }
+        mutating func beginChunk(_ header: ChunkHeader) throws(WireError) { try handler.beginChunk(header) }
+        mutating func chunkData(_ bytes: UnsafeRawBufferPointer, header: ChunkHeader, firstElement: Int) throws(WireError) {
+            handler.chunkData(bytes, header: header, firstElement: firstElement)
+        }
+        mutating func endChunk(_ header: ChunkHeader) throws(WireError) { try handler.endChunk(header) }
+    }
+
+    private func receive(_ message: Message) throws(WireError) {
+        guard failure == nil else { return }
+        switch message {
+        case .error(let code, let text, _):
+            if welcomed { onEvent(.serverError(code: code, message: text)) }
+            if welcomed && (code == .stepClosed || code == .nonFiniteGradient) {
+                logger.warning("the server reported an error", metadata: ["code": "\(code)", "message": "\(text)"])
+                return
+            }
+            terminate(.refused(code, text))
+        case .bye(let reason, let detail):
+            logger.info("the server said bye", metadata: ["reason": "\(reason)", "detail": "\(detail)"])
+            onEvent(.bye(reason: reason, detail: detail))
+            terminate(.bye(reason, detail))
+        case .welcome(let w):
+            guard !welcomed else { throw .unexpectedMessage(.welcome, state: "after the handshake") }
+            welcomed = true
+            handshakeOpen = false
+            knownStep = w.currentStep
+            startHeartbeat()
+            welcome.succeed(w)
+        case _ where !welcomed:
+            throw .unexpectedMessage(message.type, state: "before WELCOME")
+        case .weights(let step, let chunkCount):
+            guard let pull, pull.step == nil else { throw .unexpectedMessage(.weights, state: "without a PULL waiting for it") }
+            pull.step = step
+            pull.expectedChunks = Int(chunkCount)
+            if chunkCount == 0 { try finishPull(pull) }
+        case .stepClosed(let step, let current):
+            knownStep = max(knownStep, current)
+            if let push, push.step == step, push.closedCurrent == nil {
+                push.closedCurrent = current
+                pumpPush()
+            } else {
+                logger.debug("step closed without this push", metadata: ["step": "\(step)", "current": "\(current)"])
+                onEvent(.stepClosed(step: Int(step), currentStep: Int(current)))
+            }
+        case .evalRequest(let step):
+            onEvent(.evalRequest(step: Int(step)))
+        case .heartbeat:
+            break
+        case .hello, .initLayout, .pull, .pushBegin, .pushEnd, .eval:
+            throw .unexpectedMessage(message.type, state: "from a server")
+        }
+    }
+
+    private func beginChunk(_ header: ChunkHeader) throws(WireError) {
+        guard failure == nil else { return }
+        guard header.kind == .weights, let pull, let step = pull.step, header.step == step,
+            pull.receivedChunks < pull.expectedChunks
+        else {
+            throw .unexpectedMessage(header.kind.messageType, state: "outside the WEIGHTS sequence of a pull (step \(header.step))")
+        }
+        guard header.dtype == .float32 else {
+            throw .wrongDType(field: "WEIGHTS_CHUNK dtype (float32 expected)", value: header.dtype.rawValue)
+        }
+        let tensors = pull.buffers.tensors
+        let t = Int(header.tensor)
+        guard t < tensors.count, header.offset + UInt64(header.count) <= UInt64(tensors[t].count) else {
+            throw .chunkOutOfRange(
+                tensor: header.tensor, offset: header.offset, count: header.count, tensorCount: tensors.count,
+                tensorElements: t < tensors.count ? tensors[t].count : 0)
+        }
+    }
+
+    /// Copies weights from the receive buffer straight into the caller's tensor.
+    private func chunkData(_ bytes: UnsafeRawBufferPointer, header: ChunkHeader, firstElement: Int) {
+        guard failure == nil, let pull, let source = bytes.baseAddress,
+            let base = pull.buffers.tensors[Int(header.tensor)].baseAddress
+        else { return }
+        UnsafeMutableRawPointer(base + firstElement).copyMemory(from: source, byteCount: bytes.count)
+    }
+
+    private func endChunk(_ header: ChunkHeader) throws(WireError) {
+        guard failure == nil, let pull else { return }
+        pull.receivedChunks += 1
+        pull.receivedElements += Int(header.count)
+        if pull.receivedChunks == pull.expectedChunks { try finishPull(pull) }
+    }
+
+    private func finishPull(_ pull: IncomingPull) throws(WireError) {
+        guard pull.receivedElements == pull.totalElements else {
+            throw .wrongLength(field: "elements in the WEIGHTS sequence", value: pull.receivedElements, expected: pull.totalElements)
+        }
+        let step = pull.step ?? knownStep
+        knownStep = max(knownStep, step)
+        hasPulled = true
+        self.pull = nil
+        pull.promise.succeed(PulledStep(step: Int(step)))
+    }
+
+    // MARK: Writing
+
+    /// Writes push chunks while the channel is writable, then PUSH_END. Re-entrant calls (a
+    /// writability change fired inside a flush) only ask the running loop to go round again.
+    private func pumpPush() {
+        guard let context, let push, failure == nil else { return }
+        if pumping {
+            pumpAgain = true
+            return
+        }
+        pumping = true
+        defer { pumping = false }
+        repeat {
+            pumpAgain = false
+            while push.closedCurrent == nil, push.next < push.ranges.count, context.channel.isWritable, failure == nil {
+                let range = push.ranges[push.next]
+                push.next += 1
+                writeChunk(range, of: push, context: context)
+            }
+            guard failure == nil else { return }
+            if !push.endWritten && (push.closedCurrent != nil || push.next == push.ranges.count) {
+                push.endWritten = true
+                let written = context.eventLoop.makePromise(of: Void.self)
+                send(.pushEnd(step: push.step, loss: push.loss), promise: written)
+                written.futureResult.whenSuccess { [self] in finishPush(push) }
+            }
+        } while pumpAgain
+    }
+
+    /// Copies one grid chunk of the caller's gradient into a frame and writes it.
+    private func writeChunk(_ range: ChunkRange, of push: OutgoingPush, context: ChannelHandlerContext) {
+        let header = ChunkHeader(kind: .push, step: push.step, range: range)
+        var buffer = context.channel.allocator.buffer(capacity: ChunkHeader.frameOverhead + header.dataBytes)
+        do {
+            try encoder.encodeChunkHeader(header, into: &buffer)
+        } catch {
+            logger.error("cannot encode a push chunk", metadata: ["error": "\(error)"])
+            return terminate(.protocol(error))
+        }
+        let tensor = push.gradients.tensors[Int(range.tensor)]
+        let start = Int(range.offset)
+        buffer.writeBytes(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: tensor[start..<start + Int(range.count)])))
+        wroteSinceHeartbeat = true
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    private func finishPush(_ finished: OutgoingPush) {
+        guard push === finished else { return }
+        push = nil
+        finished.promise.succeed(finished.closedCurrent.map { .stepClosed(current: Int($0)) } ?? .accepted)
+    }
+
+    private func sendHello() {
+        guard !helloSent, failure == nil else { return }
+        helloSent = true
+        send(.hello(hello))
+    }
+
+    private func send(_ message: Message, promise: EventLoopPromise<Void>? = nil) {
+        guard let context else {
+            promise?.fail(ConnectionFailure.lost("not connected"))
+            return
+        }
+        do {
+            let buffer = try encoder.encode(message, allocator: context.channel.allocator)
+            wroteSinceHeartbeat = true
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: promise)
+        } catch {
+            logger.error("cannot encode a message", metadata: ["type": "\(message.type)", "error": "\(error)"])
+            promise?.fail(error)
+        }
+    }
+
+    private func sendThenClose(_ message: Message, because reason: ConnectionFailure) {
+        guard let context, failure == nil else { return }
+        let written = context.eventLoop.makePromise(of: Void.self)
+        send(message, promise: written)
+        written.futureResult.whenComplete { [self] _ in terminate(reason) }
+        // Nothing else is sent or accepted meanwhile.
+        if failure == nil { failure = reason }
+        failPending(reason)
+    }
+
+    private func startHeartbeat() {
+        guard let interval = heartbeatInterval, let context else { return }
+        heartbeatTask = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
+            if !wroteSinceHeartbeat && failure == nil {
+                heartbeatSequence += 1
+                send(.heartbeat(sequence: heartbeatSequence))
+            }
+            wroteSinceHeartbeat = false
+        }
+    }
+
+    // MARK: Ending
+
+    /// Records why the connection ends (the first reason wins), fails what waits, and closes.
+    private func terminate(_ reason: ConnectionFailure) {
+        if failure == nil { failure = reason }
+        failPending(failure ?? reason)
+        heartbeatTask?.cancel()
+        heartbeatTask = nil
+        context?.close(promise: nil)
+    }
+
+    private func failPending(_ reason: ConnectionFailure) {
+        if handshakeOpen {
+            handshakeOpen = false
+            welcome.fail(reason)
+        }
+        if let pull {
+            self.pull = nil
+            pull.promise.fail(reason)
+        }
+        if let push {
+            self.push = nil
+            push.promise.fail(reason)
+        }
+    }
+}

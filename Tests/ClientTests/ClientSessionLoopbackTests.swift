@@ -1,0 +1,287 @@
+import Core
+import Logging
+import NIOCore
+import Testing
+import Wire
+
+@testable import Client
+
+/// `ClientSession` against ``FakeServer`` over loopback: the handshake, pulls and pushes with
+/// their exact bytes, and the faults a worker must live through.
+@Suite(.timeLimit(.minutes(1)))
+struct ClientSessionLoopbackTests {
+    static let small = WireLayout([
+        WireTensor(spec: TensorSpec(name: "fc.weight", shape: [50, 60]), adapt: true),
+        WireTensor(spec: TensorSpec(name: "fc.bias", shape: [50]), adapt: false),
+        WireTensor(spec: TensorSpec(name: "empty", shape: [0]), adapt: false),
+    ])
+
+    static func options(_ name: String = "test-worker") -> ClientOptions {
+        ClientOptions(
+            workerName: name, connectTimeout: .seconds(5), reconnectTimeout: .seconds(5),
+            initialBackoff: .milliseconds(20), maxBackoff: .milliseconds(100), heartbeatInterval: nil)
+    }
+
+    /// Float buffers shaped like `layout`.
+    final class Buffers {
+        let arena: FloatArena
+        init(_ layout: WireLayout) { arena = FloatArena(layout: layout.layout) }
+        var mutable: [UnsafeMutableBufferPointer<Float>] { arena.buffers }
+        var readOnly: [UnsafeBufferPointer<Float>] { arena.buffers.map { UnsafeBufferPointer($0) } }
+    }
+
+    /// Polls `condition` until it holds (or 10 s passed): the server records asynchronously.
+    func eventually(_ condition: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while try await !condition(), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    static let big = WireLayout([
+        WireTensor(spec: TensorSpec(name: "w", shape: [4_000_000]), adapt: true),
+        WireTensor(spec: TensorSpec(name: "b", shape: [10]), adapt: false),
+    ])
+
+    func withServer(
+        layout: WireLayout = small, chunkElements: Int = 1024,
+        _ body: (FakeServer) async throws -> Void
+    ) async throws {
+        let server = FakeServer(layout: layout, chunkElements: chunkElements)
+        try await server.start()
+        do {
+            try await body(server)
+        } catch {
+            await server.shutdown()
+            throw error
+        }
+        await server.shutdown()
+    }
+
+    @Test func handshakePullAndPushCarryExactValues() async throws {
+        try await withServer { server in
+            try await server.write { $0.step = 3 }
+            let session = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
+            let info = try await session.connect()
+            #expect(info.rank == 0)
+            #expect(info.worldSize == 2)
+            #expect(info.currentStep == 3)
+            #expect(info.layout == Self.small)
+            #expect(info.job.share == 32)
+            #expect(info.job.chunkElements == 1024)
+            #expect(info.job.totalSteps == 10)
+            #expect(info.job.stepsPerEpoch == 5)
+            #expect(info.job.config.globalBatch == 64)
+            #expect(info.job.fingerprint == DatasetFingerprint(sampleCount: 60000, labelCRC32: 3_000_000_000))
+            #expect(info.job.object["model"] as? String == "from-test")
+
+            let weights = Buffers(Self.small)
+            let pulled = try await session.pull(step: 3, into: weights.mutable)
+            #expect(pulled.step == 3)
+            for (t, buffer) in weights.mutable.enumerated() {
+                for i in buffer.indices { #expect(buffer[i] == FakeServer.weight(step: 3, tensor: t, element: i)) }
+            }
+
+            let gradients = Buffers(Self.small)
+            for (t, buffer) in gradients.mutable.enumerated() {
+                for i in buffer.indices { buffer[i] = Float(t) - Float(i) * 0.25 }
+            }
+            let result = try await session.push(step: 3, sampleCount: 32, loss: 1.5, gradients: gradients.readOnly)
+            #expect(result == .accepted)
+            try await eventually { try await server.read { $0.pushEnds.count } == 1 }
+            let received = try await server.read { s in s.gradients[3] ?? [] }
+            #expect(received == gradients.readOnly.map { Array($0) })
+            let ends = try await server.read { $0.pushEnds.map(\.loss) }
+            #expect(ends == [1.5])
+            // 3000 + 50 elements in 1024-element chunks (3 + 1), and one empty chunk.
+            #expect(try await server.read { $0.pushChunks } == 5)
+            await session.close()
+            try await eventually { try await server.read { $0.byes } == 1 }
+            #expect(try await server.read { $0.byes } == 1)
+        }
+    }
+
+    @Test func buffersThatDoNotMatchTheLayoutAreRefused() async throws {
+        try await withServer { server in
+            let session = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
+            _ = try await session.connect()
+            let wrong = FloatArena(layout: Layout([TensorSpec(name: "x", shape: [3000]), TensorSpec(name: "y", shape: [49]), TensorSpec(name: "z", shape: [0])]))
+            await #expect(throws: ClientError.buffersMismatch(tensor: 1, expected: 50, found: 49)) {
+                _ = try await session.pull(step: 0, into: wrong.buffers)
+            }
+            await session.close()
+        }
+    }
+
+    @Test func controlFramesBetweenWeightChunksAreDelivered() async throws {
+        try await withServer { server in
+            try await server.write { $0.evalRequestMidWeights = 0 }
+            let session = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
+            _ = try await session.connect()
+            let weights = Buffers(Self.small)
+            _ = try await session.pull(step: 0, into: weights.mutable)
+            #expect(weights.mutable[0][2999] == FakeServer.weight(step: 0, tensor: 0, element: 2999))
+            #expect(session.takeEvalRequest() == 0)
+            #expect(session.takeEvalRequest() == nil)
+            try await session.sendEval(step: 0, testLoss: 0.4, accuracy: 0.875, sampleCount: 10000)
+            try await eventually { try await server.read { $0.evals.count } == 1 }
+            let evals = try await server.read { $0.evals.map(\.accuracy) }
+            #expect(evals == [0.875])
+            var iterator = session.events.makeAsyncIterator()
+            #expect(await iterator.next() == .evalRequest(step: 0))
+            await session.close()
+        }
+    }
+
+    /// STEP_CLOSED reaches the session while a 16 MB push waits for its window: the rest of the
+    /// push is not sent.
+    @Test func stepClosedEndsThePushEarly() async throws {
+        try await withServer(layout: Self.big, chunkElements: 65_536) { server in
+            try await server.write { $0.stepClosedOnPush = 1 }
+            let session = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
+            _ = try await session.connect()
+            let buffers = Buffers(Self.big)
+            let result = try await session.push(step: 0, sampleCount: 32, loss: 1, gradients: buffers.readOnly)
+            #expect(result == .stepClosed(current: 1))
+            // The session now knows step 1 is open: a push for 0 again is not even sent.
+            let again = try await session.push(step: 0, sampleCount: 32, loss: 1, gradients: buffers.readOnly)
+            #expect(again == .stepClosed(current: 1))
+            await session.close()
+            try await eventually { try await server.read { $0.byes } == 1 }
+            // Chunks the server dropped are not counted; the grid has 63 of them.
+            #expect(try await server.read { $0.pushEnds.count } == 0)
+        }
+    }
+
+    @Test func byeEndsTheSession() async throws {
+        try await withServer { server in
+            try await server.write { $0.byeOnPull = .done }
+            let session = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
+            _ = try await session.connect()
+            let buffers = Buffers(Self.small)
+            await #expect(throws: ClientError.byeReceived(reason: .done, detail: "scripted")) {
+                _ = try await session.pull(step: 0, into: buffers.mutable)
+            }
+            var events: [SessionEvent] = []
+            for await event in session.events { events.append(event) }
+            #expect(events == [.bye(reason: .done, detail: "scripted")])
+            await #expect(throws: ClientError.byeReceived(reason: .done, detail: "scripted")) {
+                _ = try await session.push(step: 0, sampleCount: 1, loss: 0, gradients: buffers.readOnly)
+            }
+        }
+    }
+
+    @Test func rankUnavailableIsRetriedAndAuthFailureIsFatal() async throws {
+        try await withServer { server in
+            try await server.write { $0.refuseHellos = [.rankUnavailable, .rankUnavailable] }
+            let session = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
+            let info = try await session.connect()
+            #expect(info.rank == 0)
+            #expect(try await server.read { $0.hellos.count } == 3)
+            await session.close()
+
+            try await server.write { $0.refuseHellos = [.authFailed] }
+            let refused = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
+            await #expect(throws: ClientError.refused(code: .authFailed, message: "scripted refusal")) {
+                _ = try await refused.connect()
+            }
+        }
+    }
+
+    @Test func connectGivesUpAfterItsTimeout() async throws {
+        let server = FakeServer(layout: Self.small, chunkElements: 1024)
+        try await server.start()
+        let port = server.port
+        await server.shutdown()
+        var options = Self.options()
+        options.connectTimeout = .milliseconds(300)
+        let session = ClientSession(host: "127.0.0.1", port: port, options: options)
+        let started = ContinuousClock.now
+        do {
+            _ = try await session.connect()
+            Issue.record("connect succeeded without a server")
+        } catch {
+            guard case .connectFailed(_, _, let attempts, _, _) = error else {
+                Issue.record("unexpected error \(error)")
+                return
+            }
+            #expect(attempts >= 3)
+        }
+        #expect(ContinuousClock.now - started < .seconds(2))
+    }
+
+    /// The server drops the connection after two chunks of a 16 MB push: the session
+    /// reconnects asking for its rank and the layout's hash, and sends the whole push again.
+    @Test func aPushCutOffMidwayIsSentAgainWhole() async throws {
+        try await withServer(layout: Self.big, chunkElements: 65_536) { server in
+            var options = Self.options()
+            options.wantedRank = 1
+            let session = ClientSession(host: "127.0.0.1", port: server.port, options: options)
+            let info = try await session.connect()
+            #expect(info.rank == 1)
+            let gradients = Buffers(Self.big)
+            for (t, buffer) in gradients.mutable.enumerated() {
+                for i in buffer.indices { buffer[i] = Float(i % 1000) * 0.5 + Float(t) }
+            }
+            try await server.write { $0.dropAfterPushChunks = 2 }
+            let result = try await session.push(step: 0, sampleCount: 32, loss: 0.75, gradients: gradients.readOnly)
+            #expect(result == .accepted)
+            try await eventually { try await server.read { $0.pushEnds.count } == 1 }
+            #expect(try await server.read { $0.drops } == 1)
+            let hellos = try await server.read { $0.hellos }
+            #expect(hellos.count == 2)
+            #expect(hellos.last?.wantedRank == 1)
+            #expect(hellos.last?.layoutHash == Self.big.hash)
+            let received = try await server.read { $0.gradients[0] ?? [] }
+            let sent = gradients.readOnly.map { Array($0) }
+            #expect(received.count == 2)
+            let same = received == sent
+            #expect(same, "the resent gradient differs from the one sent")
+            #expect(try await server.read { $0.pushEnds.map(\.loss) } == [0.75])
+            var iterator = session.events.makeAsyncIterator()
+            #expect(await iterator.next() == .reconnected(rank: 1, currentStep: 0))
+            await session.close()
+        }
+    }
+
+    /// A connection lost while waiting for the next step: the server is still at the step this
+    /// worker pushed, so the pull answers that step (the worker computes and pushes it again).
+    @Test func aPullAfterAReconnectAsksForTheServersStep() async throws {
+        try await withServer { server in
+            try await server.write { $0.step = 4; $0.dropOnPullAhead = true }
+            let session = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
+            _ = try await session.connect()
+            let weights = Buffers(Self.small)
+            #expect(try await session.pull(step: 4, into: weights.mutable).step == 4)
+            #expect(try await session.push(step: 4, sampleCount: 32, loss: 1, gradients: weights.readOnly) == .accepted)
+            let next = try await session.pull(step: 5, into: weights.mutable)
+            #expect(next.step == 4)
+            #expect(weights.mutable[1][7] == FakeServer.weight(step: 4, tensor: 1, element: 7))
+            #expect(try await server.read { $0.drops } == 1)
+            await session.close()
+        }
+    }
+
+    @Test func aServerThatStaysAwayEndsTheSessionAfterTheReconnectTimeout() async throws {
+        let server = FakeServer(layout: Self.small, chunkElements: 1024)
+        try await server.start()
+        var options = Self.options()
+        options.reconnectTimeout = .milliseconds(400)
+        let session = ClientSession(host: "127.0.0.1", port: server.port, options: options)
+        _ = try await session.connect()
+        await server.shutdown()
+        let weights = Buffers(Self.small)
+        do {
+            _ = try await session.pull(step: 0, into: weights.mutable)
+            Issue.record("pull succeeded without a server")
+        } catch {
+            guard case .connectFailed = error else {
+                Issue.record("unexpected error \(error)")
+                return
+            }
+        }
+        await #expect(throws: ClientError.self) {
+            _ = try await session.pull(step: 0, into: weights.mutable)
+        }
+    }
+}
