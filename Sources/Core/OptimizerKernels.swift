@@ -11,13 +11,59 @@ enum OptimizerKernels {
 
     /// Sum of x[i]^2. Reads 4 bytes per element. A result that overflowed Float on the way
     /// (elements near 1e19) comes back as +infinity; see `exactSumOfSquares`.
+    ///
+    /// The sum is defined block by block: each block of `block` elements is summed in Float with
+    /// two accumulators (even and odd vectors), and the block sums are added in Double in block
+    /// order, then the tail element by element. For speed, large tensors are read as four
+    /// streams side by side (one core keeps more misses in flight: ~16 -> ~22 GB/s here), each
+    /// block still summed exactly as above, so the result is bit-identical to the plain order
+    /// (the server's gradient pass relies on that).
     static func sumOfSquares(_ x: UnsafeBufferPointer<Float>) -> Double {
         guard let base = x.baseAddress else { return 0 }
         let p = UnsafeRawPointer(base)
         let n = x.count
         let vecEnd = n - n % stride
+        let fullBlocks = vecEnd / block
+        let perStream = fullBlocks / 4
         var total: Double = 0
         var start = 0
+        if perStream >= 2 {
+            total = withUnsafeTemporaryAllocation(of: Double.self, capacity: 4 * perStream) { partial in
+                let streamBytes = perStream * block * 4
+                for j in 0..<perStream {
+                    var a0 = V(), a1 = V(), b0 = V(), b1 = V(), c0 = V(), c1 = V(), d0 = V(), d1 = V()
+                    var o = j * block * 4
+                    let end = o + block * 4
+                    while o < end {
+                        let a = p.loadUnaligned(fromByteOffset: o, as: V.self)
+                        let a2 = p.loadUnaligned(fromByteOffset: o &+ vbytes, as: V.self)
+                        let b = p.loadUnaligned(fromByteOffset: o &+ streamBytes, as: V.self)
+                        let b2 = p.loadUnaligned(fromByteOffset: o &+ streamBytes &+ vbytes, as: V.self)
+                        let c = p.loadUnaligned(fromByteOffset: o &+ 2 &* streamBytes, as: V.self)
+                        let c2 = p.loadUnaligned(fromByteOffset: o &+ 2 &* streamBytes &+ vbytes, as: V.self)
+                        let d = p.loadUnaligned(fromByteOffset: o &+ 3 &* streamBytes, as: V.self)
+                        let d2 = p.loadUnaligned(fromByteOffset: o &+ 3 &* streamBytes &+ vbytes, as: V.self)
+                        a0 += a * a
+                        a1 += a2 * a2
+                        b0 += b * b
+                        b1 += b2 * b2
+                        c0 += c * c
+                        c1 += c2 * c2
+                        d0 += d * d
+                        d1 += d2 * d2
+                        o &+= 2 &* vbytes
+                    }
+                    partial[j] = Double((a0 + a1).sum())
+                    partial[perStream + j] = Double((b0 + b1).sum())
+                    partial[2 * perStream + j] = Double((c0 + c1).sum())
+                    partial[3 * perStream + j] = Double((d0 + d1).sum())
+                }
+                var t: Double = 0
+                for v in partial { t += v }
+                return t
+            }
+            start = 4 * perStream * block
+        }
         while start < vecEnd {
             let end = min(start + block, vecEnd)
             var a0 = V(), a1 = V()

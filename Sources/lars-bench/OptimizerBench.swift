@@ -15,34 +15,41 @@ struct OptimizerBench: ParsableCommand {
     func run() throws {
         let layout = Layout.resnet50Shapes
         let params = layout.parameterCount
+        // Each optimizer has weights and momentum of its own, so its carried ||w||^2 stays true.
         let w = FloatArena(layout: layout), g = FloatArena(layout: layout), v = FloatArena(layout: layout)
+        let w2 = FloatArena(layout: layout), v2 = FloatArena(layout: layout)
         var rng = SplitMix64(seed: 1)
         for i in 0..<w.count {
             w.base[i] = rng.nextFloat(in: -0.05...0.05)
+            w2.base[i] = w.base[i]
             g.base[i] = rng.nextFloat(in: -0.001...0.001)
         }
         print("params=\(params)")
         print("tensors=\(layout.tensors.count)")
 
-        // The bound: in-place b += s*c over arrays of the same total size, 12 bytes per element.
-        let bw1 = try bandwidth(b: w.base, c: g.base, count: params, threads: 1)
-        let bw2 = try bandwidth(b: w.base, c: g.base, count: params, threads: 2)
-        // Reset the weights the bandwidth loop walked.
-        var rng2 = SplitMix64(seed: 1)
-        for i in 0..<w.count { w.base[i] = rng2.nextFloat(in: -0.05...0.05); _ = rng2.next() }
-
+        // The bound, in-place b += s*c over arrays of the same total size, and the steps are
+        // timed in alternating rounds, so load from elsewhere on the machine hits both alike.
+        let scratchB = FloatArena(layout: layout), scratchC = FloatArena(layout: layout)
         let grads = g.buffers.map { UnsafeBufferPointer($0) }
-        func stepTime(threads: Int, supplied: Bool) throws -> Double {
-            let opt = try LARSOptimizer(config: OptimizerConfig(), layout: layout, threads: threads)
-            let norms: [Double]? = supplied ? grads.map { $0.reduce(0) { $0 + Double($1) * Double($1) } } : nil
-            return try BenchClock.median(rounds: rounds) {
-                try opt.step(rate: 1.0, weights: w.buffers, gradients: grads, momenta: v.buffers,
-                             gradientNormsSquared: norms)
-            }
+        let norms = grads.map { $0.reduce(0) { $0 + Double($1) * Double($1) } }
+        let opt1 = try LARSOptimizer(config: OptimizerConfig(), layout: layout, threads: 1)
+        let opt2 = try LARSOptimizer(config: OptimizerConfig(), layout: layout, threads: 2)
+        var samples = [[Double]](repeating: [], count: 5)
+        for round in 0..<(rounds + 2) {
+            let times = [
+                bandwidthRound(b: scratchB.base, c: scratchC.base, count: params, threads: 1),
+                try BenchClock.seconds { try opt1.step(rate: 1.0, weights: w.buffers, gradients: grads, momenta: v.buffers) },
+                try BenchClock.seconds {
+                    try opt1.step(rate: 1.0, weights: w.buffers, gradients: grads, momenta: v.buffers, gradientNormsSquared: norms)
+                },
+                bandwidthRound(b: scratchB.base, c: scratchC.base, count: params, threads: 2),
+                try BenchClock.seconds { try opt2.step(rate: 1.0, weights: w2.buffers, gradients: grads, momenta: v2.buffers) },
+            ]
+            if round >= 2 { for (k, t) in times.enumerated() { samples[k].append(t) } }
         }
-        let t1 = try stepTime(threads: 1, supplied: false)
-        let t1s = try stepTime(threads: 1, supplied: true)
-        let t2 = try stepTime(threads: 2, supplied: false)
+        let med = samples.map { $0.sorted()[$0.count / 2] }
+        let bw1 = Double(params) * 12 / med[0] / 1e9, bw2 = Double(params) * 12 / med[3] / 1e9
+        let t1 = med[1], t1s = med[2], t2 = med[4]
         let floor1 = Double(params) * 20 / (bw1 * 1e9)
         let floor2 = Double(params) * 20 / (bw2 * 1e9)
 
@@ -60,16 +67,16 @@ struct OptimizerBench: ParsableCommand {
         report("optimizer_2t_ratio_to_bound", floor2 / t2)
     }
 
-    /// GB/s of `b += s*c` over `count` elements on `threads` threads, split in equal halves.
-    func bandwidth(b: UnsafeMutablePointer<Float>, c: UnsafeMutablePointer<Float>, count: Int, threads: Int) throws -> Double {
+    /// Seconds of one `b += s*c` pass over `count` elements on `threads` threads, split in
+    /// equal parts.
+    func bandwidthRound(b: UnsafeMutablePointer<Float>, c: UnsafeMutablePointer<Float>, count: Int, threads: Int) -> Double {
         let shared = UncheckedPointers(b: b, c: c)
-        let time = BenchClock.median(rounds: rounds) {
+        return BenchClock.seconds {
             DispatchQueue.concurrentPerform(iterations: threads) { part in
                 let lo = count * part / threads, hi = count * (part + 1) / threads
                 BandwidthKernel.axpyInPlace(shared.b + lo, shared.c + lo, count: hi - lo, scale: 1e-7)
             }
         }
-        return Double(count) * 12 / time / 1e9
     }
 }
 
