@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "lars-server", targets: ["lars-server"]),
         .executable(name: "lars-bench", targets: ["lars-bench"]),
+        .executable(name: "lars-worker", targets: ["lars-worker"]),
     ],
     dependencies: [
         // Command-line parsing for the thin executables.
@@ -67,6 +68,16 @@ let package = Package(
             name: "lars-server",
             dependencies: [
                 "Core", "ParamServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Thin executable: parse flags, run the Client training loop.
+        .executableTarget(
+            name: "lars-worker",
+            dependencies: [
+                "Client",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -1,0 +1,43 @@
+import Foundation
+
+/// Where one training step's wall time went, as `--stats-file` records it (one JSON line per
+/// step). Forward/backward is `compute`; everything else is the worker's overhead.
+struct StepTimings {
+    var step = 0
+    var samples = 0
+    /// Waiting for and receiving the weights (includes waiting for the previous step to close).
+    var pull = 0.0
+    /// Copying this worker's samples into the batch buffers.
+    var gather = 0.0
+    /// Network.lossAndGradient.
+    var compute = 0.0
+    /// Sending the gradient until the server has read it.
+    var push = 0.0
+
+    var wall: Double { pull + gather + compute + push }
+
+    var jsonLine: String {
+        String(format: #"{"step":%d,"samples":%d,"pull_s":%.6f,"gather_s":%.6f,"compute_s":%.6f,"push_s":%.6f,"wall_s":%.6f}"#,
+               step, samples, pull, gather, compute, push, wall) + "\n"
+    }
+}
+
+/// Appends timing lines to a file; a file that cannot be opened is reported once and ignored.
+final class StatsFile {
+    private let handle: FileHandle?
+
+    init?(path: String?) {
+        guard let path else { return nil }
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
+        handle = FileHandle(forWritingAtPath: path)
+        if handle == nil { FileHandle.standardError.write(Data("lars-worker: cannot write --stats-file \(path)\n".utf8)) }
+    }
+
+    func append(_ timings: StepTimings) {
+        handle?.write(Data(timings.jsonLine.utf8))
+    }
+
+    deinit {
+        try? handle?.close()
+    }
+}

@@ -1,0 +1,198 @@
+import Core
+import Foundation
+import Logging
+import Wire
+
+/// A worker's training loop (DESIGN.md §2): connects, checks its data against the job,
+/// then every step pulls the weights, computes the mean gradient of its slice of the global
+/// batch and pushes it with its loss and sample count; evaluates on the test set when the
+/// server asks; ends on BYE.
+///
+/// Its slice of step t: epoch t / steps_per_epoch, global batch t % steps_per_epoch of that
+/// epoch's seeded order (`BatchPlan`), positions `offset(rank) ..< offset(rank) + share(rank)`.
+/// After a reconnect it continues at the step the server is at.
+public final class TrainingLoop {
+    public let options: WorkerOptions
+    let logger: Logger
+
+    public init(options: WorkerOptions, logger: Logger) {
+        self.options = options
+        self.logger = logger
+    }
+
+    /// Runs until the job ends for this worker.
+    public func run() async -> WorkerExit {
+        BLAS.setThreads(options.blasThreads)
+        let clientOptions = ClientOptions(
+            workerName: options.name, token: options.token, wantedRank: options.wantedRank,
+            connectTimeout: options.reconnectTimeout, reconnectTimeout: options.reconnectTimeout)
+        let session = ClientSession(host: options.host, port: options.port, options: clientOptions, logger: logger)
+        let watch = SessionWatch.watching(session)
+        let info: SessionInfo
+        do {
+            info = try await session.connect()
+        } catch {
+            return Self.exit(for: error)
+        }
+        let job = info.job
+        let directory = options.dataDirectory ?? job.config.dataset?.dir ?? DatasetFiles.fashionMNISTDirectory
+        let data: TrainingData
+        do {
+            data = try TrainingData.load(directory: directory, expected: job.fingerprint)
+        } catch {
+            await session.close(reporting: .dataset, message: "rank \(info.rank): \(error.description)")
+            return .dataset(error.description)
+        }
+        let trainer: Trainer
+        do {
+            trainer = try Trainer(info: info, data: data)
+        } catch {
+            await session.close(reporting: .internal, message: "rank \(info.rank): \(error)")
+            return .failed("\(error)")
+        }
+        logger.info("training", metadata: [
+            "rank": "\(info.rank)", "world": "\(info.worldSize)", "model": "\(job.config.model)",
+            "share": "\(job.share)", "data": "\(directory)", "step": "\(info.currentStep)",
+            "total_steps": "\(trainer.totalSteps)", "blas_threads": "\(BLAS.threads)",
+        ])
+        var progress = Progress(rank: info.rank, every: options.progressEvery, totalSteps: trainer.totalSteps, stepsPerEpoch: trainer.plan.stepsPerEpoch)
+        let stats = StatsFile(path: options.statsFile)
+        do {
+            try await train(session: session, watch: watch, trainer: trainer, from: info.currentStep, progress: &progress, stats: stats)
+        } catch {
+            return Self.exit(for: error)
+        }
+        return .failed("the session ended without BYE")
+    }
+
+    /// Steps until the session ends (always by throwing: BYE is `ClientError.byeReceived`).
+    private func train(
+        session: ClientSession, watch: SessionWatch, trainer: Trainer, from start: Int, progress: inout Progress, stats: StatsFile?
+    ) async throws(ClientError) {
+        let clock = ContinuousClock()
+        var step = start
+        var pendingEvals: [Int] = []
+        var reconnectsSeen = 0
+        while true {
+            var timings = StepTimings()
+            var mark = clock.now
+            func lap() -> Double {
+                let now = clock.now
+                defer { mark = now }
+                return (now - mark).seconds
+            }
+            step = try await session.pull(step: step, into: trainer.weights.buffers).step
+            timings.pull = lap()
+            try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step)
+            if step >= trainer.totalSteps {
+                // Every step ran: answer the final EVAL_REQUEST, then wait for BYE (or a
+                // reconnect to a server that came back at an earlier step).
+                reconnectsSeen = watch.latestReconnect.count
+                while !watch.hasEnded {
+                    try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step)
+                    let r = watch.latestReconnect
+                    if r.count > reconnectsSeen {
+                        reconnectsSeen = r.count
+                        if r.step < trainer.totalSteps { break }
+                    }
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
+                if watch.hasEnded {
+                    // The session is over: a pull throws why (BYE, refusal, timeout).
+                    _ = try await session.pull(step: step, into: trainer.weights.buffers)
+                    throw .closed
+                }
+                step = watch.latestReconnect.step
+                continue
+            }
+            mark = clock.now
+            let n = trainer.gather(step: step)
+            timings.gather = lap()
+            let loss = trainer.computeGradient(count: n)
+            timings.compute = lap()
+            let result = try await session.push(step: step, sampleCount: n, loss: loss, gradients: trainer.gradientViews)
+            timings.push = lap()
+            timings.step = step
+            timings.samples = n
+            stats?.append(timings)
+            progress.record(step: step, loss: loss, timings: timings)
+            try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step)
+            switch result {
+            case .accepted: step += 1
+            case .stepClosed(let current): step = current
+            }
+        }
+    }
+
+    /// Evaluates the weights in hand (those of `weightsStep`) for every request up to that
+    /// step and sends EVAL; requests for later steps wait.
+    private func answerEvals(
+        _ pending: inout [Int], session: ClientSession, trainer: Trainer, weightsStep: Int
+    ) async throws(ClientError) {
+        while let r = session.takeEvalRequest() { pending.append(r) }
+        guard pending.contains(where: { $0 <= weightsStep }) else { return }
+        pending.removeAll { $0 <= weightsStep }
+        let started = ContinuousClock.now
+        let (loss, accuracy) = trainer.evaluate()
+        try await session.sendEval(step: weightsStep, testLoss: loss, accuracy: accuracy, sampleCount: trainer.data.test.count)
+        FileHandle.standardError.write(Data(String(
+            format: "lars-worker rank %d: eval step %d epoch %.2f test_loss %.4f test_accuracy %.4f (%.2f s)\n",
+            trainer.rank, weightsStep, Double(weightsStep) / Double(trainer.plan.stepsPerEpoch), loss, accuracy,
+            (ContinuousClock.now - started).seconds).utf8))
+    }
+
+    static func exit(for error: ClientError) -> WorkerExit {
+        switch error {
+        case .byeReceived(let reason, let detail): .bye(reason: reason, detail: detail)
+        case .connectFailed: .unreachable("\(error)")
+        default: .failed("\(error)")
+        }
+    }
+}
+
+/// Progress lines on stderr: step, epoch, loss, this worker's samples/s since the last line.
+struct Progress {
+    let rank: Int
+    let every: Int
+    let totalSteps: Int
+    let stepsPerEpoch: Int
+    private var samples = 0
+    private var seconds = 0.0
+    private var lossSum = 0.0
+    private var steps = 0
+    private var computeSeconds = 0.0
+
+    init(rank: Int, every: Int, totalSteps: Int, stepsPerEpoch: Int) {
+        self.rank = rank
+        self.every = every
+        self.totalSteps = totalSteps
+        self.stepsPerEpoch = stepsPerEpoch
+    }
+
+    mutating func record(step: Int, loss: Double, timings: StepTimings) {
+        guard every > 0 else { return }
+        samples += timings.samples
+        seconds += timings.wall
+        computeSeconds += timings.compute
+        lossSum += loss
+        steps += 1
+        guard (step + 1) % every == 0 || step + 1 == totalSteps else { return }
+        FileHandle.standardError.write(Data(String(
+            format: "lars-worker rank %d: step %d/%d epoch %.2f loss %.4f %.0f samples/s (compute %.0f%%)\n",
+            rank, step + 1, totalSteps, Double(step + 1) / Double(stepsPerEpoch), lossSum / Double(steps),
+            Double(samples) / max(seconds, 1e-9), 100 * computeShare).utf8))
+        samples = 0
+        seconds = 0
+        lossSum = 0
+        steps = 0
+        computeSeconds = 0
+    }
+
+    private var computeShare: Double { seconds > 0 ? computeSeconds / seconds : 0 }
+}
+
+extension Duration {
+    var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}
