@@ -119,7 +119,9 @@ public final class TrainingLoop {
             try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step)
             switch result {
             case .accepted: step += 1
-            case .stepClosed(let current): step = current
+            case .stepClosed(let current):
+                logger.warning("push not taken: the step closed without it", metadata: ["step": "\(step)", "server_step": "\(current)"])
+                step = current
             }
         }
     }

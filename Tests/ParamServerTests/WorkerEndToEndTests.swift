@@ -1,0 +1,174 @@
+import Foundation
+import Testing
+
+/// The built `lars-server` and `lars-worker` binaries on real Fashion-MNIST: a short job trains
+/// (loss falls, the final evaluation arrives, everything exits 0), and a worker whose data is
+/// missing or not the job's exits with status 3 and says which file and how to install it.
+@Suite("lars-worker end to end", .serialized)
+struct WorkerEndToEndTests {
+    static let fashionMNIST = "/usr/share/datasets/fashion-mnist"
+
+    /// A child process writing its stdout and stderr to a file.
+    final class Child {
+        let process = Process()
+        let log: URL
+
+        init(_ name: String, _ arguments: [String], log: URL) throws {
+            self.log = log
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            let handle = try FileHandle(forWritingTo: log)
+            process.executableURL = BuiltBinary.url(name)
+            process.arguments = arguments
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+        }
+
+        var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+
+        /// Waits up to `timeout` seconds; kills the process after that. Returns the exit status.
+        func wait(timeout: Double) -> Int32 {
+            let deadline = Date().addingTimeInterval(timeout)
+            while process.isRunning && Date() < deadline { usleep(20_000) }
+            if process.isRunning {
+                process.terminate()
+                usleep(500_000)
+                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            }
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+
+        deinit {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+    }
+
+    /// A scratch directory for one test.
+    static func directory() throws -> URL {
+        let url = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lars-worker-e2e-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    /// Starts lars-server on free ports with `job` (JSON); returns it and its worker port.
+    static func startServer(job: String, in dir: URL) throws -> (Child, Int) {
+        let jobFile = dir.appendingPathComponent("job.json")
+        try job.write(to: jobFile, atomically: true, encoding: .utf8)
+        let server = try Child("lars-server", [
+            "--config", jobFile.path, "--port", "0", "--http-port", "0", "--checkpoint-dir", dir.path,
+        ], log: dir.appendingPathComponent("server.log"))
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if let line = server.output.split(separator: "\n").first(where: { $0.contains("listening") && $0.contains(" workers=") }),
+               let field = line.split(separator: " ").first(where: { $0.hasPrefix("workers=") }),
+               let port = field.split(separator: ":").last.flatMap({ Int($0) }) {
+                return (server, port)
+            }
+            guard server.process.isRunning else { break }
+            usleep(20_000)
+        }
+        throw Failure(description: "lars-server did not start: \(server.output)")
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func runLog(in dir: URL) throws -> [[String: Any]] {
+        let text = try String(contentsOf: dir.appendingPathComponent("run.jsonl"), encoding: .utf8)
+        return text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    }
+
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: fashionMNIST + "/train-labels-idx1-ubyte.gz")))
+    func shortJobTrainsEvaluatesAndEndsCleanly() throws {
+        let dir = try Self.directory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (server, port) = try Self.startServer(job: """
+            {"name": "e2e", "model": "mlp", "global_batch": 512, "workers": 2, "steps": 20, "seed": 7,
+             "optimizer": {"name": "lars", "eta": 0.001, "weight_decay": 0.0005, "momentum": 0.9},
+             "schedule": {"name": "polynomial", "peak_rate": 4, "warmup_epochs": 0.2, "power": 2}}
+            """, in: dir)
+        let workers = try (0..<2).map { rank in
+            try Child("lars-worker", ["--server", "127.0.0.1:\(port)", "--name", "e2e-\(rank)", "--progress-every", "5"],
+                      log: dir.appendingPathComponent("worker-\(rank).log"))
+        }
+        let workerStatuses = workers.map { $0.wait(timeout: 240) }
+        let serverStatus = server.wait(timeout: 30)
+        #expect(serverStatus == 0, "server: \(server.output)")
+        for (rank, w) in workers.enumerated() {
+            #expect(workerStatuses[rank] == 0, "worker \(rank): \(w.output)")
+            #expect(w.output.contains("bye (done)"), "worker \(rank): \(w.output)")
+            #expect(w.output.contains("step 20/20"), "worker \(rank) printed no progress: \(w.output)")
+        }
+
+        let log = try Self.runLog(in: dir)
+        let losses = log.filter { $0["type"] as? String == "step" }.compactMap { $0["loss"] as? Double }
+        #expect(losses.count == 20)
+        if losses.count == 20 {
+            let first = losses.prefix(3).reduce(0, +) / 3, last = losses.suffix(3).reduce(0, +) / 3
+            #expect(last < 0.75 * first, "loss did not fall: \(losses)")
+        }
+        let evals = log.filter { $0["type"] as? String == "eval" }
+        #expect(evals.count == 1)
+        if let e = evals.last {
+            #expect(e["step"] as? Int == 20)
+            let accuracy = e["accuracy"] as? Double ?? 0
+            #expect(accuracy > 0.5, "test accuracy \(accuracy) after 20 steps")
+        }
+    }
+
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: fashionMNIST + "/train-labels-idx1-ubyte.gz")))
+    func missingDataExitsWithStatus3() throws {
+        let dir = try Self.directory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (server, port) = try Self.startServer(job: #"{"name": "e2e-missing", "model": "mlp", "global_batch": 64, "workers": 1, "steps": 5}"#, in: dir)
+        let missing = dir.appendingPathComponent("no-data").path
+        let worker = try Child("lars-worker", ["--server", "127.0.0.1:\(port)", "--data-dir", missing],
+                               log: dir.appendingPathComponent("worker.log"))
+        let status = worker.wait(timeout: 60)
+        #expect(status == 3, "worker: \(worker.output)")
+        #expect(worker.output.contains("train-images-idx3-ubyte"), "names no file: \(worker.output)")
+        #expect(worker.output.contains(missing))
+        #expect(worker.output.contains("apt-get install dataset-fashion-mnist"))
+        usleep(300_000)
+        server.process.terminate()
+        _ = server.wait(timeout: 30)
+        #expect(server.output.contains("dataset"), "the server logged no ERROR(dataset): \(server.output)")
+    }
+
+    /// Writes an MNIST-format set of `count` training and test samples (plain IDX files).
+    static func writeTinyDataset(to dir: URL, count: Int) throws {
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        func header(_ magic: UInt32, _ dims: [UInt32]) -> Data {
+            Data(([magic] + dims).flatMap { v in (0..<4).reversed().map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } })
+        }
+        for prefix in ["train", "t10k"] {
+            try (header(0x0000_0803, [UInt32(count), 28, 28]) + Data(repeating: 128, count: count * 784))
+                .write(to: dir.appendingPathComponent("\(prefix)-images-idx3-ubyte"))
+            try (header(0x0000_0801, [UInt32(count)]) + Data((0..<count).map { UInt8($0 % 10) }))
+                .write(to: dir.appendingPathComponent("\(prefix)-labels-idx1-ubyte"))
+        }
+    }
+
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: fashionMNIST + "/train-labels-idx1-ubyte.gz")))
+    func otherDataExitsWithStatus3() throws {
+        let dir = try Self.directory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let other = dir.appendingPathComponent("other-data")
+        try Self.writeTinyDataset(to: other, count: 100)
+        let (server, port) = try Self.startServer(job: """
+            {"name": "e2e-other", "model": "mlp", "dataset": {"dir": "\(Self.fashionMNIST)"}, "epochs": 1,
+             "global_batch": 8192, "workers": 1}
+            """, in: dir)
+        let worker = try Child("lars-worker", ["--server", "127.0.0.1:\(port)", "--data-dir", other.path],
+                               log: dir.appendingPathComponent("worker.log"))
+        let status = worker.wait(timeout: 60)
+        #expect(status == 3, "worker: \(worker.output)")
+        #expect(worker.output.contains(other.appendingPathComponent("train-labels-idx1-ubyte").path), "names no file: \(worker.output)")
+        #expect(worker.output.contains("not the job's data set"))
+        #expect(worker.output.contains("apt-get install dataset-fashion-mnist"))
+        server.process.terminate()
+        #expect(server.wait(timeout: 30) == 0)
+    }
+}
