@@ -109,9 +109,11 @@ public final class ClientSession: Sendable {
     /// `gradients` holds one buffer per layout tensor; each grid chunk is copied into a frame
     /// as it is sent, with at most a few chunks in flight.
     ///
-    /// Returns ``PushResult/accepted`` once PUSH_END is written, or
-    /// ``PushResult/stepClosed(current:)`` when the server has moved on (the rest of the push
-    /// is then not sent).
+    /// Returns once the server has read the whole push: after PUSH_END the session sends a
+    /// HEARTBEAT and waits for the server's echo, which comes after any STEP_CLOSED or ERROR
+    /// about the push. ``PushResult/accepted``, or ``PushResult/stepClosed(current:)`` when
+    /// the server has moved on (the rest of the push is then not sent). A connection lost
+    /// before the echo means the push is sent again after the reconnect.
     public nonisolated(nonsending) func push(
         step: Int, sampleCount: Int, loss: Double, gradients: [UnsafeBufferPointer<Float>]
     ) async throws(ClientError) -> PushResult {

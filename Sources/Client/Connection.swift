@@ -21,11 +21,11 @@ final class Connection: Sendable {
 
     /// Connects, sends HELLO and waits for WELCOME. Throws ``ConnectionFailure``.
     static func open(
-        id: Int, host: String, port: Int, hello: Hello, options: ClientOptions, eventLoop: any EventLoop, logger: Logger,
+        id: Int, host: String, port: Int, hello: Hello, resumed: Bool, options: ClientOptions, eventLoop: any EventLoop, logger: Logger,
         onEvent: @escaping @Sendable (SessionEvent) -> Void, onClosed: @escaping @Sendable (ConnectionFailure) -> Void
     ) async throws -> Connection {
         let handler = SessionHandler(
-            hello: hello, limits: options.limits, heartbeatInterval: options.heartbeatInterval, eventLoop: eventLoop,
+            hello: hello, resumed: resumed, limits: options.limits, heartbeatInterval: options.heartbeatInterval, eventLoop: eventLoop,
             logger: logger, onEvent: onEvent, onClosed: onClosed)
         // Until WELCOME gives the grid, the water marks assume the default 4 MiB chunk.
         let chunk = ChunkHeader.frameOverhead + (4 << 20)

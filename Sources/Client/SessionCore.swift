@@ -198,7 +198,7 @@ actor SessionCore {
         let events = self.events
         let inbox = evalRequests
         let c = try await Connection.open(
-            id: id, host: host, port: port, hello: hello, options: options, eventLoop: eventLoop, logger: logger,
+            id: id, host: host, port: port, hello: hello, resumed: info != nil, options: options, eventLoop: eventLoop, logger: logger,
             onEvent: { event in
                 if case .evalRequest(let step) = event { inbox.append(step) }
                 events.yield(event)

@@ -26,8 +26,7 @@ public struct PulledStep: Sendable, Hashable {
 
 /// The outcome of ``ClientSession/push(step:sampleCount:loss:gradients:)``.
 public enum PushResult: Sendable, Hashable {
-    /// Every frame of the push was written and the server had not refused it by then. (The
-    /// protocol has no acknowledgement: the weights of the next step are the acknowledgement.)
+    /// The server read the whole push without refusing it.
     case accepted
     /// The step is not open on the server (it closed without this push, or the server came
     /// back at another step): pull `current` next.

@@ -66,6 +66,8 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         /// Set when STEP_CLOSED for this push arrived: the open step.
         var closedCurrent: UInt64?
         var endWritten = false
+        /// The sequence of the HEARTBEAT sent after PUSH_END: its echo completes the push.
+        var barrier: UInt64?
 
         init(step: UInt64, loss: Double, gradients: GradientBuffers, ranges: [ChunkRange], promise: EventLoopPromise<PushResult>) {
             self.step = step
@@ -79,6 +81,8 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
     private var parser: FrameParser
     private let encoder: FrameEncoder
     private let hello: Hello
+    /// Whether this connection replaces a lost one (see ``startPull(step:into:)``).
+    let resumed: Bool
     private let heartbeatInterval: TimeAmount?
     private let logger: Logger
     private let onEvent: @Sendable (SessionEvent) -> Void
@@ -107,12 +111,13 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
     private var helloSent = false
 
     init(
-        hello: Hello, limits: WireLimits, heartbeatInterval: Duration?, eventLoop: any EventLoop, logger: Logger,
+        hello: Hello, resumed: Bool = false, limits: WireLimits, heartbeatInterval: Duration?, eventLoop: any EventLoop, logger: Logger,
         onEvent: @escaping @Sendable (SessionEvent) -> Void, onClosed: @escaping @Sendable (ConnectionFailure) -> Void
     ) {
         self.parser = FrameParser(limits: limits)
         self.encoder = FrameEncoder(limits: limits)
         self.hello = hello
+        self.resumed = resumed
         self.heartbeatInterval = heartbeatInterval.map { TimeAmount($0) }
         self.logger = logger
         self.onEvent = onEvent
@@ -171,8 +176,8 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
 
     /// Sends PULL and fills `buffers` from the WEIGHTS sequence that answers it.
     ///
-    /// On a connection that has not pulled yet (a fresh one after a reconnect) the pull asks for
-    /// no later step than WELCOME's: a server that came back at an older step would otherwise
+    /// On a ``resumed`` connection that has not pulled yet the pull asks for no later step than
+    /// WELCOME's: a server that came back at an older step would otherwise
     /// never answer, and a server still at the step this worker pushed before the connection
     /// broke may be missing part of that push, which the worker then sends again.
     func startPull(step: UInt64, into buffers: WeightBuffers) -> EventLoopFuture<PulledStep> {
@@ -181,20 +186,24 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         guard pull == nil else { return context.eventLoop.makeFailedFuture(ClientError.overlapping(operation: "pull")) }
         let promise = context.eventLoop.makePromise(of: PulledStep.self)
         pull = IncomingPull(buffers: buffers, promise: promise)
-        send(.pull(step: hasPulled ? step : min(step, knownStep)))
+        send(.pull(step: resumed && !hasPulled ? min(step, knownStep) : step))
         return promise.futureResult
     }
 
-    /// Sends PUSH_BEGIN, one PUSH_CHUNK per range while the channel is writable, and PUSH_END;
-    /// succeeds once PUSH_END is written. A push for a step other than ``knownStep`` is not sent:
-    /// the server has closed that step or is at another one.
+    /// Sends PUSH_BEGIN, one PUSH_CHUNK per range while the channel is writable, PUSH_END and a
+    /// HEARTBEAT; succeeds when the server echoes that HEARTBEAT, that is once it has read the
+    /// whole push. A push for a step before ``knownStep`` is not sent (the step is closed), nor,
+    /// on a ``resumed`` connection that has not pulled yet, one after WELCOME's step (the server
+    /// came back behind it).
     func startPush(
         step: UInt64, sampleCount: UInt32, loss: Double, gradients: GradientBuffers, ranges: [ChunkRange]
     ) -> EventLoopFuture<PushResult> {
         guard let context else { return welcome.futureResult.eventLoop.makeFailedFuture(ConnectionFailure.lost("not connected")) }
         if let failure { return context.eventLoop.makeFailedFuture(failure) }
         guard push == nil else { return context.eventLoop.makeFailedFuture(ClientError.overlapping(operation: "push")) }
-        guard step == knownStep else {
+        // Behind the known step: closed for sure. Ahead of a fresh connection's WELCOME: the
+        // server came back at an older step (pushing would be refused), so pull that one.
+        guard step >= knownStep, !resumed || hasPulled || step == knownStep else {
             return context.eventLoop.makeSucceededFuture(.stepClosed(current: Int(knownStep)))
         }
         let promise = context.eventLoop.makePromise(of: PushResult.self)
@@ -275,8 +284,11 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
             }
         case .evalRequest(let step):
             onEvent(.evalRequest(step: Int(step)))
-        case .heartbeat:
-            break
+        case .heartbeat(let sequence):
+            // The server answers frames in order: the echo of the HEARTBEAT sent after
+            // PUSH_END means it has read the whole push (and any STEP_CLOSED or ERROR about
+            // it has arrived before).
+            if let push, push.barrier == sequence { finishPush(push) }
         case .hello, .initLayout, .pull, .pushBegin, .pushEnd, .eval:
             throw .unexpectedMessage(message.type, state: "from a server")
         }
@@ -349,9 +361,10 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
             guard failure == nil else { return }
             if !push.endWritten && (push.closedCurrent != nil || push.next == push.ranges.count) {
                 push.endWritten = true
-                let written = context.eventLoop.makePromise(of: Void.self)
-                send(.pushEnd(step: push.step, loss: push.loss), promise: written)
-                written.futureResult.whenSuccess { [self] in finishPush(push) }
+                heartbeatSequence += 1
+                push.barrier = heartbeatSequence
+                send(.pushEnd(step: push.step, loss: push.loss))
+                send(.heartbeat(sequence: heartbeatSequence))
             }
         } while pumpAgain
     }

@@ -153,6 +153,19 @@ struct ClientSessionLoopbackTests {
         }
     }
 
+    /// A small push is written whole before STEP_CLOSED can arrive; the push still reports it,
+    /// because it returns only when the server has read everything (the HEARTBEAT echo).
+    @Test func aSmallLatePushReportsStepClosed() async throws {
+        try await withServer { server in
+            try await server.write { $0.stepClosedOnPush = 1 }
+            let session = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
+            _ = try await session.connect()
+            let buffers = Buffers(Self.small)
+            #expect(try await session.push(step: 0, sampleCount: 32, loss: 1, gradients: buffers.readOnly) == .stepClosed(current: 1))
+            await session.close()
+        }
+    }
+
     @Test func byeEndsTheSession() async throws {
         try await withServer { server in
             try await server.write { $0.byeOnPull = .done }

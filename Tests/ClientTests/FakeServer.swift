@@ -187,6 +187,8 @@ final class FakeServer: @unchecked Sendable {
                 pushStep = nil
             case .eval(let step, _, let accuracy, _):
                 server.evals.append((step, accuracy))
+            case .heartbeat(let sequence):
+                send(.heartbeat(sequence: sequence), context: context)
             case .bye:
                 server.byes += 1
                 context.close(promise: nil)

@@ -121,12 +121,17 @@ struct SessionHandlerTests {
         channel.isWritable = true
         channel.pipeline.fireChannelWritabilityChanged()
         let frames = try outbound(channel)
-        #expect(frames.count == 3)
-        guard frames.count == 3, case .chunk(let h0, var d0) = frames[0], case .chunk(let h1, _) = frames[1] else { return }
+        #expect(frames.count == 4)
+        guard frames.count == 4, case .chunk(let h0, var d0) = frames[0], case .chunk(let h1, _) = frames[1],
+            case .message(.heartbeat(let sequence)) = frames[3]
+        else { return }
         #expect(h0 == ChunkHeader(kind: .push, step: 5, tensor: 0, offset: 0, count: 12))
         #expect(h1 == ChunkHeader(kind: .push, step: 5, tensor: 1, offset: 0, count: 3))
         #expect(d0.readFloats(12) == Array(arena.buffers[0]))
         #expect(frames[2] == .message(.pushEnd(step: 5, loss: 0.5)))
+        // Not done until the server has read it all: the echo of the HEARTBEAT says so.
+        #expect(throws: CancellationError.self) { try pushed.completedValue() }
+        try feedBytewise(channel, [.heartbeat(sequence: sequence)])
         #expect(try pushed.completedValue() == .accepted)
     }
 
