@@ -1,8 +1,10 @@
 import ArgumentParser
 import Core
+import Foundation
 
 /// `lars-bench worker`: the worker's compute against single-thread SGEMM of the same shapes in
-/// the same run (DESIGN.md §6), then (to come) the demo job through real server and workers.
+/// the same run (DESIGN.md §6), then the demo job through the real lars-server and lars-worker
+/// binaries (built beside this one) with 1, 2 and 4 workers.
 struct WorkerBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker",
@@ -17,12 +19,44 @@ struct WorkerBench: ParsableCommand {
     @Option(help: "Micro-batch of the CNN figure.")
     var cnnBatch = 256
 
+    @Option(help: "The demo job file; its `steps` variant is timed.")
+    var demoConfig = "configs/fashion-mnist-mlp-lars.json"
+
+    @Option(help: "Worker counts of the demo figures.")
+    var demoWorkers = [1, 2, 4]
+
     func run() throws {
         BLAS.setThreads(1)
         try computeFigures()
         try cnnFigures()
-        // The demo_{1,2,4}w_steps_per_s and demo_{1,2,4}w_overhead_share figures (issue 5) go
-        // here: they run lars-server with the demo config and 1, 2 and 4 lars-worker processes.
+        try demoFigures()
+    }
+
+    /// `demo_{N}w_steps_per_s`, `demo_{N}w_overhead_share`: the demo config as a job of
+    /// `DemoRun.warmupSteps + DemoRun.timedSteps` steps through lars-server and N lars-worker
+    /// processes on free ports; each worker writes its step timings (`--stats-file`). Over the
+    /// timed steps (evaluation is not a step, so it is excluded): steps/s = timed steps / wall
+    /// time, and share = 1 - (sum of forward/backward time) / (sum of step wall time), both the
+    /// mean over workers.
+    func demoFigures() throws {
+        var job = try JobConfig.parse(json: try Data(contentsOf: URL(fileURLWithPath: demoConfig)))
+        job.dataset = nil
+        job.epochs = nil
+        job.steps = DemoRun.warmupSteps + DemoRun.timedSteps
+        job.checkpointEvery = 0
+        // A steps job is one "epoch": warm up over all of it (the demo warms up over 35 of
+        // its 420 steps, so its first 33 steps see about the same rates).
+        job.schedule.warmupEpochs = min(job.schedule.warmupEpochs, 1)
+        print("demo_global_batch=\(job.globalBatch)")
+        print("demo_timed_steps=\(DemoRun.timedSteps)")
+        for n in demoWorkers {
+            job.workers = n
+            job.name = "bench-demo-\(n)w"
+            let result = try DemoRun(job: job).run()
+            report("demo_\(n)w_steps_per_s", result.stepsPerSecond)
+            report("demo_\(n)w_overhead_share", result.overheadShare, digits: 4)
+            report("demo_\(n)w_compute_s_per_step", result.computePerStep, digits: 4)
+        }
     }
 
     /// `sgemm_1t_gflops`, `worker_mlp_*`: one BLAS thread. Flops are counted exactly per GEMM
@@ -106,5 +140,111 @@ struct WorkerBench: ParsableCommand {
         }
         print("worker_cnn_batch=\(cnnBatch)")
         report("worker_cnn_samples_per_s", Double(cnnBatch) / time, digits: 0)
+    }
+}
+
+/// One timed demo job: a temporary directory with the job file, the server's log and one stats
+/// file per worker; the server and workers run as child processes of this one.
+struct DemoRun {
+    static let warmupSteps = 3
+    static let timedSteps = 30
+
+    let job: JobConfig
+
+    struct Result {
+        var stepsPerSecond: Double
+        var overheadShare: Double
+        var computePerStep: Double
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    func run() throws -> Result {
+        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lars-bench-\(job.name)-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let jobFile = dir.appendingPathComponent("job.json")
+        try Data(job.jsonString().utf8).write(to: jobFile)
+
+        let serverLog = dir.appendingPathComponent("server.log")
+        let server = try Self.launch(binaries.appendingPathComponent("lars-server"), [
+            "--config", jobFile.path, "--port", "0", "--http-port", "0", "--checkpoint-dir", dir.path,
+        ], log: serverLog)
+        defer { if server.isRunning { server.terminate() } }
+        let port = try Self.waitForPort(in: serverLog, server: server)
+
+        var workers: [Process] = []
+        defer { for w in workers where w.isRunning { w.terminate() } }
+        for rank in 0..<job.workers {
+            workers.append(try Self.launch(binaries.appendingPathComponent("lars-worker"), [
+                "--server", "127.0.0.1:\(port)", "--rank", "\(rank)", "--name", "bench-\(rank)", "--progress-every", "0",
+                "--stats-file", dir.appendingPathComponent("stats-\(rank).jsonl").path,
+            ], log: dir.appendingPathComponent("worker-\(rank).log")))
+        }
+        for w in workers { w.waitUntilExit() }
+        server.waitUntilExit()
+        let statuses = workers.map(\.terminationStatus) + [server.terminationStatus]
+        guard statuses.allSatisfy({ $0 == 0 }) else {
+            let log = (try? String(contentsOf: serverLog, encoding: .utf8)) ?? ""
+            throw Failure(description: "demo job \(job.name): exit statuses \(statuses); server log tail: \(log.suffix(600))")
+        }
+
+        var shares: [Double] = [], walls: [Double] = [], computes: [Double] = []
+        for rank in 0..<job.workers {
+            let text = try String(contentsOf: dir.appendingPathComponent("stats-\(rank).jsonl"), encoding: .utf8)
+            var wall = 0.0, compute = 0.0, steps = 0
+            for line in text.split(separator: "\n") {
+                guard let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                      let step = o["step"] as? Int, step >= Self.warmupSteps, step < Self.warmupSteps + Self.timedSteps,
+                      let w = o["wall_s"] as? Double, let c = o["compute_s"] as? Double else { continue }
+                wall += w
+                compute += c
+                steps += 1
+            }
+            guard steps == Self.timedSteps else {
+                throw Failure(description: "worker \(rank) of \(job.name) recorded \(steps) of \(Self.timedSteps) timed steps")
+            }
+            walls.append(wall)
+            computes.append(compute)
+            shares.append(1 - compute / wall)
+        }
+        let mean = { (xs: [Double]) in xs.reduce(0, +) / Double(xs.count) }
+        return Result(
+            stepsPerSecond: Double(Self.timedSteps) / mean(walls), overheadShare: mean(shares),
+            computePerStep: mean(computes) / Double(Self.timedSteps))
+    }
+
+    static func launch(_ executable: URL, _ arguments: [String], log: URL) throws -> Process {
+        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
+            throw Failure(description: "\(executable.path) is not built: swift build -c release builds it")
+        }
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let p = Process()
+        p.executableURL = executable
+        p.arguments = arguments
+        let handle = try FileHandle(forWritingTo: log)
+        p.standardOutput = handle
+        p.standardError = handle
+        try p.run()
+        return p
+    }
+
+    /// The worker port the server logged in its `listening` line.
+    static func waitForPort(in log: URL, server: Process, timeout: Double = 30) throws -> Int {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            if let line = text.split(separator: "\n").first(where: { $0.contains("listening") && $0.contains(" workers=") }),
+               let field = line.split(separator: " ").first(where: { $0.hasPrefix("workers=") }),
+               let port = field.split(separator: ":").last.flatMap({ Int($0) }) {
+                return port
+            }
+            guard server.isRunning else { throw Failure(description: "lars-server exited: \(text.suffix(600))") }
+            usleep(20_000)
+        }
+        throw Failure(description: "lars-server did not report its port within \(Int(timeout)) s")
     }
 }
