@@ -5,7 +5,10 @@ import Foundation
 struct StepTimings {
     var step = 0
     var samples = 0
-    /// Waiting for and receiving the weights (includes waiting for the previous step to close).
+    /// When the step's pull was sent (seconds since 1970), to line steps up with the server's log.
+    var start = 0.0
+    /// Waiting for and receiving the weights beyond the gather that overlaps it (includes
+    /// waiting for the previous step to close).
     var pull = 0.0
     /// Copying this worker's samples into the batch buffers.
     var gather = 0.0
@@ -17,8 +20,8 @@ struct StepTimings {
     var wall: Double { pull + gather + compute + push }
 
     var jsonLine: String {
-        String(format: #"{"step":%d,"samples":%d,"pull_s":%.6f,"gather_s":%.6f,"compute_s":%.6f,"push_s":%.6f,"wall_s":%.6f}"#,
-               step, samples, pull, gather, compute, push, wall) + "\n"
+        String(format: #"{"step":%d,"start":%.6f,"samples":%d,"pull_s":%.6f,"gather_s":%.6f,"compute_s":%.6f,"push_s":%.6f,"wall_s":%.6f}"#,
+               step, start, samples, pull, gather, compute, push, wall) + "\n"
     }
 }
 

@@ -59,8 +59,10 @@ public final class TrainingLoop {
         let stats = StatsFile(path: options.statsFile)
         do {
             try await train(session: session, watch: watch, trainer: trainer, from: info.currentStep, progress: &progress, stats: stats)
-        } catch {
+        } catch let error as ClientError {
             return Self.exit(for: error)
+        } catch {
+            return .failed("\(error)")
         }
         return .failed("the session ended without BYE")
     }
@@ -68,21 +70,27 @@ public final class TrainingLoop {
     /// Steps until the session ends (always by throwing: BYE is `ClientError.byeReceived`).
     private func train(
         session: ClientSession, watch: SessionWatch, trainer: Trainer, from start: Int, progress: inout Progress, stats: StatsFile?
-    ) async throws(ClientError) {
+    ) async throws {
         let clock = ContinuousClock()
         var step = start
         var pendingEvals: [Int] = []
         var reconnectsSeen = 0
         while true {
             var timings = StepTimings()
+            timings.start = Date().timeIntervalSince1970
             var mark = clock.now
             func lap() -> Double {
                 let now = clock.now
                 defer { mark = now }
                 return (now - mark).seconds
             }
-            step = try await session.pull(step: step, into: trainer.weights.buffers).step
-            timings.pull = lap()
+            // The batch of the step asked for is gathered while the weights are on their way.
+            let asked = step
+            let weights = WeightTarget(buffers: trainer.weights.buffers)
+            async let pulled = session.pull(step: asked, into: weights.buffers)
+            if asked < trainer.totalSteps { timings.gather = trainer.gather(step: asked) }
+            step = try await pulled.step
+            timings.pull = lap() - timings.gather
             try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step)
             if step >= trainer.totalSteps {
                 // Every step ran: answer the final EVAL_REQUEST, then wait for BYE (or a
@@ -100,14 +108,15 @@ public final class TrainingLoop {
                 if watch.hasEnded {
                     // The session is over: a pull throws why (BYE, refusal, timeout).
                     _ = try await session.pull(step: step, into: trainer.weights.buffers)
-                    throw .closed
+                    throw ClientError.closed
                 }
                 step = watch.latestReconnect.step
                 continue
             }
             mark = clock.now
-            let n = trainer.gather(step: step)
-            timings.gather = lap()
+            if trainer.gatheredStep != step { timings.gather += trainer.gather(step: step) }
+            _ = lap()
+            let n = trainer.batchCount
             let loss = trainer.computeGradient(count: n)
             timings.compute = lap()
             let result = try await session.push(step: step, sampleCount: n, loss: loss, gradients: trainer.gradientViews)
@@ -150,6 +159,12 @@ public final class TrainingLoop {
         default: .failed("\(error)")
         }
     }
+}
+
+/// The weight buffers a pull fills while the loop gathers the batch: the loop does not touch
+/// them until the pull returns.
+struct WeightTarget: @unchecked Sendable {
+    let buffers: [UnsafeMutableBufferPointer<Float>]
 }
 
 /// Progress lines on stderr: step, epoch, loss, this worker's samples/s since the last line.
