@@ -13,6 +13,15 @@ public enum JobOutcome: Sendable, Equatable {
     /// A signal or the operator stopped the server; a checkpoint was written: exit 0.
     case shutdown
 
+    /// The BYE reason workers get for this outcome.
+    public var byeReason: ByeReason {
+        switch self {
+        case .done: .done
+        case .diverged: .diverged
+        case .shutdown: .shutdown
+        }
+    }
+
     public var exitStatus: Int32 {
         switch self {
         case .done, .shutdown: 0
@@ -468,21 +477,17 @@ final class StepCoordinator: @unchecked Sendable {
         outcome = result
         finalEvalTimer?.cancel()
         deadlineTask?.cancel()
-        let reason: ByeReason
         switch result {
         case .done:
-            reason = .done
             telemetry.setState(.done)
             checkpointWriter?("end of job")
         case .diverged(let why):
-            reason = .diverged
             telemetry.setState(.diverged, detail: why)
         case .shutdown:
-            reason = .shutdown
             telemetry.setState(.shutdown)
             checkpointWriter?("shutdown")
         }
-        for link in links.values { link.bye(reason, detail: "\(result)") }
+        for link in links.values { link.bye(result.byeReason, detail: "\(result)") }
         finished.succeed(result)
     }
 }

@@ -34,6 +34,9 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
     /// Weight snapshots still to send, and the next chunk of the first.
     private var outgoing: [WeightSnapshot] = []
     private var nextChunk = -1
+    /// Set while `pumpWeights` runs: a flush can make the channel writable again and call
+    /// back into it through `channelWritabilityChanged`; the running loop carries on instead.
+    private var pumping = false
 
     init(coordinator: StepCoordinator) {
         self.coordinator = coordinator
@@ -99,6 +102,10 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         switch message {
         case .hello(let hello):
             name = hello.workerName
+            if let ended = coordinator.outcome {
+                // A worker reconnecting after the end learns it the same way the others did.
+                return bye(ended.byeReason, detail: "the job has ended (\(ended))")
+            }
             switch coordinator.hello(self, hello) {
             case .success(let welcome):
                 rank = Int(welcome.rank)
@@ -215,7 +222,9 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
     /// Writes WEIGHTS, then chunk frames while the channel stays writable; resumes from
     /// `channelWritabilityChanged`.
     private func pumpWeights() {
-        guard let context, !closing else { return }
+        guard let context, !closing, !pumping else { return }
+        pumping = true
+        defer { pumping = false }
         while let snapshot = outgoing.first, context.channel.isWritable {
             if nextChunk < 0 {
                 send(.weights(step: UInt64(snapshot.step), chunkCount: UInt32(snapshot.chunks.count)))

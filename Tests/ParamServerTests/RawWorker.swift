@@ -1,0 +1,90 @@
+import Foundation
+import NIOCore
+import Wire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A worker that speaks the protocol by hand over a blocking socket, so tests can send what a
+/// well-behaved client never would: half a push, garbage, wrong lengths, or nothing at all.
+final class RawWorker {
+    let fd: Int32
+    let encoder = FrameEncoder()
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let r = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard r == 0 else { throw POSIXError(.ECONNREFUSED) }
+        var tv = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close() }
+
+    func close() { _ = Glibc.close(fd) }
+
+    func send(bytes: [UInt8]) {
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return }
+            sent += n
+        }
+    }
+
+    func send(_ message: Message) throws {
+        var b = try encoder.encode(message)
+        send(bytes: b.readBytes(length: b.readableBytes) ?? [])
+    }
+
+    /// A PUSH_CHUNK of `values` at `offset` in `tensor`.
+    func sendChunk(step: Int, tensor: Int, offset: Int, values: [Float], dtype: DType = .float32, countOverride: Int? = nil) throws {
+        let header = ChunkHeader(
+            kind: .push, step: UInt64(step), tensor: UInt32(tensor), offset: UInt64(offset),
+            count: UInt32(countOverride ?? values.count), dtype: dtype)
+        var b = ByteBufferAllocator().buffer(capacity: 64 + values.count * 4)
+        try encoder.encodeChunkHeader(header, into: &b)
+        for v in values { b.writeInteger(v.bitPattern, endianness: .little) }
+        send(bytes: b.readBytes(length: b.readableBytes) ?? [])
+    }
+
+    /// Reads frames until one satisfies `match` (control frames only; chunk data is skipped).
+    /// Returns nil on end of stream or timeout.
+    func receive(until match: (Message) -> Bool) -> Message? {
+        var parser = FrameParser()
+        var buffer = ByteBufferAllocator().buffer(capacity: 1 << 16)
+        var found: Message?
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while found == nil {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { return nil }
+            buffer.writeBytes(chunk[0..<n])
+            do {
+                try parser.parse(&buffer) { event in
+                    if case .message(let m) = event, found == nil, match(m) { found = m }
+                }
+            } catch {
+                return nil
+            }
+            buffer.discardReadBytes()
+        }
+        return found
+    }
+
+    /// True once the server has closed the connection (reads hit end of stream).
+    func waitForClose() -> Bool {
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { return true }
+            if n < 0 { return errno == ECONNRESET }
+        }
+    }
+}
