@@ -22,6 +22,23 @@ struct LarsWorker: AsyncParsableCommand {
     @Option(name: .customLong("progress-every"), help: "A progress line on stderr every this many steps (0: none).") var progressEvery = 10
     @Option(name: .customLong("stats-file"), help: "Append one JSON line of step timings per step to this file.") var statsFile: String?
 
+    /// Parses flags itself so that a bad flag exits with status 2, as lars-server does.
+    static func main() async {
+        let command: LarsWorker
+        do {
+            guard let parsed = try parseAsRoot() as? LarsWorker else { throw CleanExit.helpRequest() }
+            command = parsed
+        } catch {
+            if exitCode(for: error) == .success {
+                print(fullMessage(for: error))
+                Foundation.exit(0)
+            }
+            FileHandle.standardError.write(Data("lars-worker: \(fullMessage(for: error))\n".utf8))
+            Foundation.exit(2)
+        }
+        Foundation.exit(await command.execute())
+    }
+
     func validate() throws {
         guard parsedServer != nil else { throw ValidationError("--server \(server): expected HOST:PORT with a port in 1...65535") }
         guard threads >= 1 else { throw ValidationError("--threads \(threads): expected at least 1") }
@@ -36,7 +53,7 @@ struct LarsWorker: AsyncParsableCommand {
         return (String(server[..<colon]), port)
     }
 
-    func run() async throws {
+    func execute() async -> Int32 {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         var logger = Logger(label: "lars-worker")
         logger.logLevel = .info
@@ -51,12 +68,13 @@ struct LarsWorker: AsyncParsableCommand {
         if let authTokenFile {
             guard let text = try? String(contentsOfFile: authTokenFile, encoding: .utf8),
                   let token = text.split(whereSeparator: \.isNewline).first.map(String.init), !token.isEmpty else {
-                throw ValidationError("--auth-token-file \(authTokenFile): expected a readable file whose first line is the token")
+                FileHandle.standardError.write(Data("lars-worker: --auth-token-file \(authTokenFile): expected a readable file whose first line is the token\n".utf8))
+                return 2
             }
             options.token = token
         }
         let outcome = await TrainingLoop(options: options, logger: logger).run()
         FileHandle.standardError.write(Data("lars-worker: \(outcome)\n".utf8))
-        throw ExitCode(outcome.exitStatus)
+        return outcome.exitStatus
     }
 }

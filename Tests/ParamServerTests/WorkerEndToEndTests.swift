@@ -137,6 +137,13 @@ struct WorkerEndToEndTests {
         #expect(server.output.contains("dataset"), "the server logged no ERROR(dataset): \(server.output)")
     }
 
+    @Test(arguments: [["--server", "no-port"], ["--threads", "0"], ["--no-such-flag"]])
+    func badFlagExitsWithStatus2(_ flags: [String]) throws {
+        let r = try BuiltBinary.run("lars-worker", flags, timeout: 30)
+        #expect(r.status == 2, "stderr: \(r.stderr)")
+        #expect(r.stderr.contains(flags[0]), "stderr: \(r.stderr)")
+    }
+
     /// Writes an MNIST-format set of `count` training and test samples (plain IDX files).
     static func writeTinyDataset(to dir: URL, count: Int) throws {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
