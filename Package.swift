@@ -89,6 +89,9 @@ let package = Package(
             dependencies: [
                 "Core",
                 "Wire",
+                "ParamServer",
+                "Client",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

@@ -218,9 +218,11 @@ struct ClientSessionLoopbackTests {
                 Issue.record("unexpected error \(error)")
                 return
             }
-            #expect(attempts >= 3)
+            // More than one attempt proves the retry; how many fit in 300 ms depends on load.
+            #expect(attempts >= 2)
         }
-        #expect(ContinuousClock.now - started < .seconds(2))
+        // Gives up rather than hanging (the bound is loose: no timing thresholds in tests).
+        #expect(ContinuousClock.now - started < .seconds(30))
     }
 
     /// The server drops the connection after two chunks of a 16 MB push: the session

@@ -41,7 +41,7 @@ final class ServerHarness: @unchecked Sendable {
         options.checkpointDir = directory
         options.deterministic = deterministic
         options.chunkElements = chunkElements
-        options.finalEvalTimeout = 2
+        options.finalEvalTimeout = 300
         var logger = Logger(label: "test-server")
         logger.logLevel = .warning
         server = try ParameterServer(job: job, options: options, logger: logger)
