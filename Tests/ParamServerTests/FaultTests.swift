@@ -198,6 +198,30 @@ struct FaultTests {
         await h.finish()
     }
 
+    /// With --auth-token-file set, a wrong token is refused (ERROR auth_failed, counted) and
+    /// the right one joins.
+    @Test func wrongAuthTokenIsRefusedAndCounted() async throws {
+        let job = ServerHarness.job(steps: 2, workers: 1, globalBatch: 8)
+        let h = try await ServerHarness(job: job, authToken: "s3cret")
+        let intruder = h.session("intruder", token: "guess")
+        do {
+            _ = try await intruder.connect()
+            Issue.record("a wrong token was accepted")
+        } catch {
+            guard case .refused(let code, let message) = error else {
+                Issue.record("unexpected error \(error)")
+                return
+            }
+            #expect(code == .authFailed)
+            #expect(message.contains("token"), "\(message)")
+        }
+        #expect(h.metric(#"lars_rejected_frames_total{reason="auth"}"#) == 1)
+        let member = h.session("member", token: "s3cret")
+        #expect(try await member.connect().rank == 0)
+        await member.close()
+        await h.finish()
+    }
+
     static func residentBytes() -> Int {
         guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
               let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),

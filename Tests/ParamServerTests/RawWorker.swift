@@ -26,9 +26,17 @@ final class RawWorker {
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }
 
+    private var closed = false
+
     deinit { close() }
 
-    func close() { _ = Glibc.close(fd) }
+    /// Closes the socket once: a second close could hit a descriptor number the process has
+    /// since reused (another test's server socket).
+    func close() {
+        guard !closed else { return }
+        closed = true
+        _ = Glibc.close(fd)
+    }
 
     func send(bytes: [UInt8]) {
         var sent = 0

@@ -33,7 +33,7 @@ final class ServerHarness: @unchecked Sendable {
         return job
     }
 
-    init(job: JobConfig, deterministic: Bool = false, chunkElements: Int = 1 << 16) async throws {
+    init(job: JobConfig, deterministic: Bool = false, chunkElements: Int = 1 << 16, authToken: String? = nil) async throws {
         directory = NSTemporaryDirectory() + "lars-server-test-\(UUID().uuidString)"
         var options = ServerOptions()
         options.port = 0
@@ -42,6 +42,7 @@ final class ServerHarness: @unchecked Sendable {
         options.deterministic = deterministic
         options.chunkElements = chunkElements
         options.finalEvalTimeout = 300
+        options.authToken = authToken
         var logger = Logger(label: "test-server")
         logger.logLevel = .warning
         server = try ParameterServer(job: job, options: options, logger: logger)
@@ -49,12 +50,13 @@ final class ServerHarness: @unchecked Sendable {
         try await server.start()
     }
 
-    func session(_ name: String, rank: Int? = nil) -> ClientSession {
+    func session(_ name: String, rank: Int? = nil, token: String = "") -> ClientSession {
         var logger = Logger(label: "test-client-\(name)")
-        logger.logLevel = .warning
+        logger.logLevel = .critical
         return ClientSession(
             host: "127.0.0.1", port: server.port,
-            options: ClientOptions(workerName: name, wantedRank: rank, connectTimeout: .seconds(10), reconnectTimeout: .seconds(10)),
+            options: ClientOptions(
+                workerName: name, token: token, wantedRank: rank, connectTimeout: .seconds(10), reconnectTimeout: .seconds(10)),
             logger: logger)
     }
 
