@@ -71,6 +71,13 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if !closing {
+            // The peer went away; half a frame left behind is counted like any malformed input.
+            do { try parser.finish() } catch {
+                coordinator.telemetry.rejected(Self.reason(for: error))
+                coordinator.logger.info("connection ended inside a frame", metadata: ["address": "\(address)", "error": "\(error)"])
+            }
+        }
         closing = true
         outgoing.removeAll()
         coordinator.disconnected(self)
@@ -270,7 +277,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
     /// The `lars_rejected_frames_total` reason for a parse failure.
     static func reason(for error: WireError) -> RejectReason {
         switch error.code {
-        case .wrongLength, .chunkOutOfRange, .frameTooLarge, .truncated: .wrongLength
+        case .wrongLength, .chunkOutOfRange, .frameTooLarge: .wrongLength
         case .wrongDtype: .wrongDtype
         case .authFailed: .auth
         default: .malformed
