@@ -7,17 +7,20 @@ struct StepTimings {
     var samples = 0
     /// When the step's pull was sent (seconds since 1970), to line steps up with the server's log.
     var start = 0.0
-    /// Waiting for and receiving the weights beyond the gather that overlaps it (includes
-    /// waiting for the previous step to close).
+    /// From sending PULL until the weights are in: waiting for the previous step to close,
+    /// receiving, and gathering this step's samples if that was not done ahead.
     var pull = 0.0
-    /// Copying this worker's samples into the batch buffers.
+    /// Copying samples into the batch buffers; overlaps the pull or the previous push, so it
+    /// is part of their time, not added to the wall time.
     var gather = 0.0
     /// Network.lossAndGradient.
     var compute = 0.0
-    /// Sending the gradient until the server has read it.
+    /// From PUSH_BEGIN until the server has read the push (the next step's samples are
+    /// gathered meanwhile).
     var push = 0.0
 
-    var wall: Double { pull + gather + compute + push }
+    /// The step's wall time, evaluation excluded.
+    var wall: Double { pull + compute + push }
 
     var jsonLine: String {
         String(format: #"{"step":%d,"start":%.6f,"samples":%d,"pull_s":%.6f,"gather_s":%.6f,"compute_s":%.6f,"push_s":%.6f,"wall_s":%.6f}"#,

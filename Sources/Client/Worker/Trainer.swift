@@ -13,9 +13,30 @@ final class Trainer {
     let weights: FloatArena
     let gradients: FloatArena
     let gradientViews: [UnsafeBufferPointer<Float>]
-    private let images: UnsafeMutableBufferPointer<Float>
-    private let labels: UnsafeMutableBufferPointer<UInt8>
+    /// Two batch buffers: the loop gathers the next step's samples into one while the other's
+    /// gradient is being pushed.
+    private let batches: [Batch]
+    /// The batch of the step computed last: not overwritten by `prepare`.
+    private var busy = 0
     private var order: (epoch: Int, permutation: [Int])?
+
+    /// One step's samples, gathered.
+    final class Batch {
+        let images: UnsafeMutableBufferPointer<Float>
+        let labels: UnsafeMutableBufferPointer<UInt8>
+        var step: Int?
+        var count = 0
+
+        init(capacity: Int, features: Int) {
+            images = .allocate(capacity: capacity * features)
+            labels = .allocate(capacity: capacity)
+        }
+
+        deinit {
+            images.deallocate()
+            labels.deallocate()
+        }
+    }
 
     /// A job this worker cannot train: which field and why.
     struct Unsupported: Error, CustomStringConvertible {
@@ -51,47 +72,47 @@ final class Trainer {
         weights = FloatArena(layout: network.spec.layout)
         gradients = FloatArena(layout: network.spec.layout)
         gradientViews = gradients.buffers.map { UnsafeBufferPointer($0) }
-        images = .allocate(capacity: job.share * network.inputSize)
-        labels = .allocate(capacity: job.share)
+        let features = network.inputSize
+        batches = (0..<2).map { _ in Batch(capacity: job.share, features: features) }
     }
 
-    deinit {
-        images.deallocate()
-        labels.deallocate()
-    }
-
-    /// The step whose samples are in the batch buffers, and how many.
-    private(set) var gatheredStep: Int?
-    private(set) var batchCount = 0
-
-    /// Copies this rank's samples of step `step` into the batch buffers; returns the seconds taken.
-    func gather(step: Int) -> Double {
+    /// Gathers this rank's samples of step `step` into the batch buffer not in use, unless one
+    /// already holds them; returns the seconds taken.
+    @discardableResult
+    func prepare(step: Int) -> Double {
+        guard !batches.contains(where: { $0.step == step }) else { return 0 }
         let start = ContinuousClock.now
-        let (epoch, batch) = plan.position(ofStep: step)
+        let batch = batches[1 - busy]
+        let (epoch, index) = plan.position(ofStep: step)
         if order?.epoch != epoch { order = (epoch, plan.permutation(epoch: epoch)) }
-        let indices = plan.slice(ofRank: rank, batch: batch, in: order!.permutation)
+        let indices = plan.slice(ofRank: rank, batch: index, in: order!.permutation)
         // Row copies with memcpy (ImageDataset.gather copies element by element: 6 ms for a
         // batch of 4096 here, which is 3% of a demo step).
         let f = network.inputSize
         data.train.images.withUnsafeBufferPointer { src in
             data.train.labels.withUnsafeBufferPointer { y in
                 for (k, i) in indices.enumerated() {
-                    (images.baseAddress! + k * f).update(from: src.baseAddress! + i * f, count: f)
-                    labels[k] = y[i]
+                    (batch.images.baseAddress! + k * f).update(from: src.baseAddress! + i * f, count: f)
+                    batch.labels[k] = y[i]
                 }
             }
         }
-        gatheredStep = step
-        batchCount = indices.count
+        batch.step = step
+        batch.count = indices.count
         return (ContinuousClock.now - start).seconds
     }
 
-    /// The mean gradient of the gathered batch into `gradients`; returns the mean loss.
-    func computeGradient(count: Int) -> Double {
+    /// The mean gradient of step `step`'s samples (gathered by `prepare`) into `gradients`;
+    /// returns the mean loss and the sample count.
+    func computeGradient(step: Int) -> (loss: Double, count: Int) {
+        prepare(step: step)
+        busy = batches.firstIndex { $0.step == step }!
+        let batch = batches[busy]
         do {
-            return try network.lossAndGradient(
-                weights: weightViews, images: UnsafeBufferPointer(images), labels: UnsafeBufferPointer(labels),
-                count: count, gradients: gradients.buffers).loss
+            let loss = try network.lossAndGradient(
+                weights: weightViews, images: UnsafeBufferPointer(batch.images), labels: UnsafeBufferPointer(batch.labels),
+                count: batch.count, gradients: gradients.buffers).loss
+            return (loss, batch.count)
         } catch {
             // Sizes are fixed at init and labels checked at load: this cannot happen.
             preconditionFailure("\(error)")

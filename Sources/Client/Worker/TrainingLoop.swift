@@ -88,9 +88,9 @@ public final class TrainingLoop {
             let asked = step
             let weights = WeightTarget(buffers: trainer.weights.buffers)
             async let pulled = session.pull(step: asked, into: weights.buffers)
-            if asked < trainer.totalSteps { timings.gather = trainer.gather(step: asked) }
+            if asked < trainer.totalSteps { timings.gather = trainer.prepare(step: asked) }
             step = try await pulled.step
-            timings.pull = lap() - timings.gather
+            timings.pull = lap()
             try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step)
             if step >= trainer.totalSteps {
                 // Every step ran: answer the final EVAL_REQUEST, then wait for BYE (or a
@@ -114,13 +114,18 @@ public final class TrainingLoop {
                 continue
             }
             mark = clock.now
-            if trainer.gatheredStep != step { timings.gather += trainer.gather(step: step) }
-            _ = lap()
-            let n = trainer.batchCount
-            let loss = trainer.computeGradient(count: n)
+            timings.gather += trainer.prepare(step: step)   // only after a reconnect or STEP_CLOSED
+            timings.pull += lap()
+            let (loss, n) = trainer.computeGradient(step: step)
             timings.compute = lap()
-            let result = try await session.push(step: step, sampleCount: n, loss: loss, gradients: trainer.gradientViews)
+            // The next step's samples are gathered while the gradient is on its way.
+            let gradients = GradientSource(buffers: trainer.gradientViews)
+            let pushing = step
+            async let pushed = session.push(step: pushing, sampleCount: n, loss: loss, gradients: gradients.buffers)
+            let ahead = step + 1 < trainer.totalSteps ? trainer.prepare(step: step + 1) : 0
+            let result = try await pushed
             timings.push = lap()
+            timings.gather += ahead
             timings.step = step
             timings.samples = n
             stats?.append(timings)
@@ -165,6 +170,12 @@ public final class TrainingLoop {
 /// them until the pull returns.
 struct WeightTarget: @unchecked Sendable {
     let buffers: [UnsafeMutableBufferPointer<Float>]
+}
+
+/// The gradient buffers a push reads while the loop gathers the next batch: the loop does not
+/// touch them until the push returns.
+struct GradientSource: @unchecked Sendable {
+    let buffers: [UnsafeBufferPointer<Float>]
 }
 
 /// Progress lines on stderr: step, epoch, loss, this worker's samples/s since the last line.
