@@ -18,6 +18,8 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
     private let encoder = FrameEncoder()
     private var context: ChannelHandlerContext?
     private var closing = false
+    /// True while `parser` runs; it must not be touched then (exclusive access).
+    private var parsing = false
 
     private(set) var rank: Int?
     private(set) var name = "?"
@@ -58,6 +60,8 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         guard !closing else { return }
         var buffer = unwrapInboundIn(data)
         var sink = Sink(connection: self)
+        parsing = true
+        defer { parsing = false }
         do {
             try parser.parse(&buffer, into: &sink)
         } catch {
@@ -71,8 +75,9 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if !closing {
+        if !closing && !parsing {
             // The peer went away; half a frame left behind is counted like any malformed input.
+            // (Not while the parser runs: a close from inside it lands here synchronously.)
             do { try parser.finish() } catch {
                 coordinator.telemetry.rejected(Self.reason(for: error))
                 coordinator.logger.info("connection ended inside a frame", metadata: ["address": "\(address)", "error": "\(error)"])
@@ -153,6 +158,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         case .heartbeat(let sequence):
             send(.heartbeat(sequence: sequence))
         case .bye:
+            closing = true
             context?.close(promise: nil)
         case .error(let code, let text, _):
             coordinator.logger.warning("worker reported an error", metadata: [
