@@ -124,6 +124,7 @@ final class StepCoordinator: @unchecked Sendable {
     /// Continues at `step` (weights and momenta already loaded from a checkpoint).
     func resume(at resumed: Int) {
         step = resumed
+        telemetry.resumed(step: resumed, epoch: epoch)
     }
 
     /// Publishes the current weights (after init or resume) and starts the first step's clock.

@@ -193,6 +193,17 @@ public final class ServerTelemetry: Sendable {
         metrics.workersConnected.set(to: Double(count))
     }
 
+    /// The server continued from a checkpoint: `step` steps are already done, so /status and
+    /// `lars_step` show where training stands before the first new step closes.
+    public func resumed(step: Int, epoch: Double) {
+        state.withLockedValue { state in
+            state.step = step
+            state.epoch = epoch
+        }
+        metrics.step.set(to: Double(step))
+        metrics.epoch.set(to: epoch)
+    }
+
     /// The worker holding `rank` completed a push at `at`.
     public func workerPushed(rank: Int, at date: Date) {
         state.withLockedValue { $0.workers[rank]?.lastPush = date }
