@@ -120,7 +120,7 @@ public final class LARSOptimizer {
                 wsq.withUnsafeMutableBufferPointer { wsqP in
                     gw.withUnsafeMutableBufferPointer { gwP in
                         forEachPart { part in
-                            for i in partition[part] {
+                            for i in partition[part].reversed() {
                                 let g = gradients[i]
                                 let w = UnsafeBufferPointer(weights[i])
                                 if needG { gsqP[i] = OptimizerKernels.sumOfSquares(g) }
@@ -156,11 +156,12 @@ public final class LARSOptimizer {
 
         // Pass 2: the fused update, which leaves ||w_{t+1}||^2 behind for the next step.
         var next = [Double](repeating: 0, count: n)
-        // Each part walks its tensors backwards: the gradients the first pass read last are
-        // still in the last-level cache.
+        // The first pass walks each part's tensors smallest first, this one largest first, so the
+        // gradient read last may still be in the last-level cache (a gain within the noise on
+        // the ResNet-50 set: 32 MB of L3 against 102 MB of gradient).
         next.withUnsafeMutableBufferPointer { nextP in
             forEachPart { part in
-                for i in partition[part].reversed() {
+                for i in partition[part] {
                     let w = weights[i]
                     let out = weightsOut?[i] ?? w
                     guard let wb = w.baseAddress, let ob = out.baseAddress,
