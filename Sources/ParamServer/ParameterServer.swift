@@ -36,14 +36,17 @@ public final class ParameterServer: @unchecked Sendable {
     public let job: JobConfig
     public let options: ServerOptions
     let logger: Logger
-    let model: ModelSpec
+    /// The built-in model; nil for `from-worker`, whose layout arrives with a worker's INIT.
+    let model: ModelSpec?
     let schedule: LearningRateSchedule
     let fingerprint: DatasetFingerprint?
     public let telemetry: ServerTelemetry
 
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let loop: any EventLoop
-    private(set) var coordinator: StepCoordinator!
+    private(set) var host: JobHost!
+    /// The step coordinator, once the model is known.
+    var coordinator: StepCoordinator? { host?.coordinator }
     private var channel: (any Channel)?
     private var http: HTTPServer?
     private var signalSources: [any DispatchSourceSignal] = []
@@ -60,10 +63,20 @@ public final class ParameterServer: @unchecked Sendable {
         self.logger = logger
         self.loop = group.next()
         do { try job.validate() } catch { throw .config(error) }
-        do {
-            model = try ModelSpec.named(job.model)
-        } catch {
-            throw .model("\(error)")
+        if job.model == Self.fromWorker {
+            model = nil
+            guard job.steps != nil else {
+                throw .config(ConfigError(key: "model", value: "\"from-worker\"", allowed: "with \"steps\" (a worker's own model has no data set here)"))
+            }
+            guard !options.resume else {
+                throw .config(ConfigError(key: "--resume", value: "set", allowed: "only for built-in models (a from-worker job starts from its worker's INIT)"))
+            }
+        } else {
+            do {
+                model = try ModelSpec.named(job.model)
+            } catch {
+                throw .model("\(error); or \"\(Self.fromWorker)\" for a model a worker brings (INIT)")
+            }
         }
         let stepsPerEpoch: Int
         let totalSteps: Int
@@ -93,7 +106,7 @@ public final class ParameterServer: @unchecked Sendable {
         }
         telemetry = ServerTelemetry(
             jobName: job.name, jobJSON: job.jsonString(), model: job.model,
-            layerNames: model.layout.tensors.map(\.name), totalSteps: totalSteps,
+            layerNames: model?.layout.tensors.map(\.name) ?? [], totalSteps: totalSteps,
             stepsPerEpoch: stepsPerEpoch, workers: job.workers, version: larsVersion,
             runLog: RunLog(path: options.runLogPath(jobName: job.name), logger: logger))
     }
@@ -105,7 +118,7 @@ public final class ParameterServer: @unchecked Sendable {
         d["steps_per_epoch"] = schedule.stepsPerEpoch
         d["total_steps"] = schedule.totalSteps
         d["warmup_steps"] = schedule.warmupSteps
-        d["layout_hash"] = String(format: "%016llx", model.layout.hash)
+        if let model { d["layout_hash"] = String(format: "%016llx", model.layout.hash) }
         if let fp = fingerprint {
             d["fingerprint"] = ["sample_count": fp.sampleCount, "label_crc32": Int(fp.labelCRC32)]
         }
@@ -124,17 +137,33 @@ public final class ParameterServer: @unchecked Sendable {
             "checkpoint_dir": "\(options.checkpointDirectory(jobName: job.name))",
             "deterministic": "\(options.deterministic)",
         ])
-        let description = jobDescription()
-        let coordinator = try await loop.submit { [self] in
-            let c = try StepCoordinator(
-                job: job, options: options, layout: model.layout, schedule: schedule,
-                jobDescription: description, eventLoop: loop, telemetry: telemetry, logger: logger)
-            try self.initializeState(c)
-            c.checkpointWriter = { [weak self, unowned c] reason in self?.writeCheckpoint(c, reason: reason) }
-            c.start()
-            return c
+        let host = try await loop.submit { [self] in
+            let description = self.jobDescription()
+            // Builds the coordinator on the loop, from initial values (a worker's INIT) or from
+            // the model's init / a checkpoint.
+            func makeCoordinator(layout: Layout, initial: FloatArena?) throws -> StepCoordinator {
+                let c = try StepCoordinator(
+                    job: job, options: options, layout: layout, schedule: schedule,
+                    jobDescription: description, eventLoop: loop, telemetry: telemetry, logger: logger)
+                if let initial {
+                    for (dst, src) in zip(c.weights.buffers, initial.buffers) { _ = dst.update(from: src) }
+                } else {
+                    try self.initializeState(c)
+                }
+                c.checkpointWriter = { [weak self, unowned c] reason in self?.writeCheckpoint(c, reason: reason) }
+                c.start()
+                return c
+            }
+            if let model {
+                return JobHost(coordinator: try makeCoordinator(layout: model.layout, initial: nil), telemetry: telemetry, logger: logger)
+            }
+            telemetry.setState(.waiting, detail: "waiting for a worker's INIT (the model)")
+            return JobHost(
+                job: job, jobDescription: description, authToken: options.authToken, eventLoop: loop,
+                telemetry: telemetry, logger: logger,
+                makeCoordinator: { layout, values in try makeCoordinator(layout: layout, initial: values) })
         }.get()
-        self.coordinator = coordinator
+        self.host = host
 
         let http = HTTPServer(host: options.httpBind, port: options.httpPort, telemetry: telemetry, logger: logger)
         do {
@@ -153,7 +182,7 @@ public final class ParameterServer: @unchecked Sendable {
             .childChannelOption(.writeBufferWaterMark, value: .init(low: chunkBytes, high: 2 * chunkBytes))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(WorkerConnection(coordinator: coordinator))
+                    try channel.pipeline.syncOperations.addHandler(WorkerConnection(host: host))
                 }
             }
         do {
@@ -172,7 +201,7 @@ public final class ParameterServer: @unchecked Sendable {
     /// Initial weights: a checkpoint with `--resume`, else the model's seeded init.
     private func initializeState(_ c: StepCoordinator) throws {
         if options.resume, let path = CheckpointStore.latest(in: options.checkpointDirectory(jobName: job.name)) {
-            let state = try CheckpointStore.load(path: path, layout: model.layout)
+            let state = try CheckpointStore.load(path: path, layout: c.layout)
             for (i, buffer) in c.weights.buffers.enumerated() {
                 _ = buffer.update(from: state.weights[i])
                 _ = c.momenta.buffers[i].update(from: state.momenta[i])
@@ -184,7 +213,7 @@ public final class ParameterServer: @unchecked Sendable {
                 logger.warning("--resume: no checkpoint found; starting fresh",
                                metadata: ["dir": "\(options.checkpointDirectory(jobName: job.name))"])
             }
-            try model.initialize(seed: job.seed, into: c.weights.buffers)
+            try model?.initialize(seed: job.seed, into: c.weights.buffers)
         }
     }
 
@@ -192,10 +221,10 @@ public final class ParameterServer: @unchecked Sendable {
         let dir = options.checkpointDirectory(jobName: job.name)
         do {
             let path = try CheckpointStore.save(
-                directory: dir, step: c.step, layout: model.layout, weights: c.weights.buffers,
+                directory: dir, step: c.step, layout: c.layout, weights: c.weights.buffers,
                 momenta: c.momenta.buffers, metadata: [
                     "job": job.jsonString(),
-                    "layout_hash": String(format: "%016llx", model.layout.hash),
+                    "layout_hash": String(format: "%016llx", c.layout.hash),
                     "optimizer": (try? String(decoding: JSONEncoder().encode(job.optimizer), as: UTF8.self)) ?? "{}",
                 ])
             logger.info("checkpoint written", metadata: ["path": "\(path)", "step": "\(c.step)", "reason": "\(reason)"])
@@ -212,7 +241,7 @@ public final class ParameterServer: @unchecked Sendable {
             source.setEventHandler { [weak self] in
                 guard let self else { return }
                 self.logger.notice("signal received; shutting down", metadata: ["signal": "\(sig)"])
-                self.loop.execute { self.coordinator?.complete(.shutdown) }
+                self.loop.execute { self.host?.shutdown() }
             }
             source.resume()
             signalSources.append(source)
@@ -221,7 +250,7 @@ public final class ParameterServer: @unchecked Sendable {
 
     /// Waits until the job ends, then closes the ports. Returns how it ended.
     public func run() async throws -> JobOutcome {
-        let outcome = try await coordinator.outcomeFuture.get()
+        let outcome = try await host.outcomeFuture.get()
         // Let BYE frames flush before the listening socket and loops go away.
         try? await Task.sleep(nanoseconds: 200_000_000)
         try await stop()
@@ -239,8 +268,13 @@ public final class ParameterServer: @unchecked Sendable {
 
     /// Ends the job from outside (tests): same as a signal.
     public func shutdown() {
-        loop.execute { self.coordinator?.complete(.shutdown) }
+        loop.execute { self.host?.shutdown() }
     }
+}
+
+extension ParameterServer {
+    /// The `model` of a job whose layout and initial values come from its first worker's INIT.
+    public static let fromWorker = "from-worker"
 }
 
 /// The version `lars_build_info` and logs report.

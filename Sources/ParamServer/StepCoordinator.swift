@@ -176,6 +176,12 @@ final class StepCoordinator: @unchecked Sendable {
             job: String(decoding: json, as: UTF8.self), layout: wireLayout))
     }
 
+    /// Registers the worker that brought the model (its HELLO went to the host).
+    func adopt(_ link: any WorkerLink, rank: Int) {
+        links[rank] = link
+        telemetry.workerJoined(rank: rank, name: link.name, address: link.address)
+    }
+
     /// The link closed (BYE, error or lost connection).
     func disconnected(_ link: any WorkerLink) {
         pendingPulls.removeAll { $0.link === link }

@@ -13,7 +13,9 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private let coordinator: StepCoordinator
+    private let host: JobHost
+    /// The step coordinator; nil only while a from-worker job waits for its model.
+    private var coordinator: StepCoordinator? { host.coordinator }
     private var parser: FrameParser
     private let encoder = FrameEncoder()
     private var context: ChannelHandlerContext?
@@ -40,8 +42,8 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
     /// back into it through `channelWritabilityChanged`; the running loop carries on instead.
     private var pumping = false
 
-    init(coordinator: StepCoordinator) {
-        self.coordinator = coordinator
+    init(host: JobHost) {
+        self.host = host
         self.parser = FrameParser(limits: .default, requireHello: true)
     }
 
@@ -65,7 +67,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         do {
             try parser.parse(&buffer, into: &sink)
         } catch {
-            coordinator.telemetry.rejected(Self.reason(for: error))
+            host.telemetry.rejected(Self.reason(for: error))
             fail(error.code, error.description, requestID: 0)
         }
     }
@@ -79,18 +81,18 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
             // The peer went away; half a frame left behind is counted like any malformed input.
             // (Not while the parser runs: a close from inside it lands here synchronously.)
             do { try parser.finish() } catch {
-                coordinator.telemetry.rejected(Self.reason(for: error))
-                coordinator.logger.info("connection ended inside a frame", metadata: ["address": "\(address)", "error": "\(error)"])
+                host.telemetry.rejected(Self.reason(for: error))
+                host.logger.info("connection ended inside a frame", metadata: ["address": "\(address)", "error": "\(error)"])
             }
         }
         closing = true
         outgoing.removeAll()
-        coordinator.disconnected(self)
+        if let coordinator { coordinator.disconnected(self) } else { host.disconnectedBeforeModel(self) }
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        coordinator.logger.info("connection error", metadata: ["address": "\(address)", "error": "\(error)"])
+        host.logger.info("connection error", metadata: ["address": "\(address)", "error": "\(error)"])
         context.close(promise: nil)
     }
 
@@ -111,6 +113,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
 
     private func receive(_ message: Message) {
         guard !closing else { return }
+        guard let coordinator else { return receiveBeforeModel(message) }
         switch message {
         case .hello(let hello):
             name = hello.workerName
@@ -137,19 +140,19 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
                 push = (Int(clamping: step), false, 0)
                 send(.stepClosed(step: step, currentStep: UInt64(current)))
             case .failure(let refusal):
-                coordinator.telemetry.rejected(.protocol)
+                host.telemetry.rejected(.protocol)
                 fail(refusal.code, refusal.message, requestID: step)
             }
         case .pushEnd(let step, let loss):
             guard let rank else { return }
             defer { push = nil }
             guard let p = push, p.step == Int(clamping: step) else {
-                coordinator.telemetry.rejected(.protocol)
+                host.telemetry.rejected(.protocol)
                 return fail(.unexpectedMessage, "PUSH_END for step \(step) without its PUSH_BEGIN", requestID: step)
             }
             guard p.accepted else { return }
             if case .failure(let refusal) = coordinator.pushEnd(rank: rank, step: p.step, loss: loss) {
-                coordinator.telemetry.rejected(refusal.code == .wrongLength ? .wrongLength : .protocol)
+                host.telemetry.rejected(refusal.code == .wrongLength ? .wrongLength : .protocol)
                 fail(refusal.code, refusal.message, requestID: step)
             }
         case .eval(let step, let loss, let accuracy, _):
@@ -161,26 +164,27 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
             closing = true
             context?.close(promise: nil)
         case .error(let code, let text, _):
-            coordinator.logger.warning("worker reported an error", metadata: [
+            host.logger.warning("worker reported an error", metadata: [
                 "rank": "\(rank.map(String.init) ?? "-")", "code": "\(code)", "message": "\(text)",
             ])
         case .initLayout:
-            coordinator.telemetry.rejected(.protocol)
-            fail(.unexpectedMessage, "INIT is only accepted for jobs whose model is from-worker", requestID: 0)
+            host.telemetry.rejected(.protocol)
+            fail(.unexpectedMessage, "INIT is accepted only once, for a job whose model is from-worker, before the model is known", requestID: 0)
         case .welcome, .weights, .stepClosed, .evalRequest:
-            coordinator.telemetry.rejected(.protocol)
+            host.telemetry.rejected(.protocol)
             fail(.unexpectedMessage, "\(message.type) is sent by the server, not to it", requestID: message.id)
         }
     }
 
     private func beginChunk(_ header: ChunkHeader) {
         guard !closing else { return }
+        guard let coordinator else { return beginInitChunk(header) }
         guard header.kind == .push, let rank, let p = push, p.step == Int(clamping: header.step) else {
-            coordinator.telemetry.rejected(.protocol)
+            host.telemetry.rejected(.protocol)
             return fail(.unexpectedMessage, "\(header.kind.messageType) for step \(header.step) outside a push", requestID: header.step)
         }
         guard let index = coordinator.grid.index(tensor: header.tensor, offset: header.offset, count: header.count) else {
-            coordinator.telemetry.rejected(.wrongLength)
+            host.telemetry.rejected(.wrongLength)
             let t = Int(header.tensor)
             let what = t < coordinator.layout.tensors.count
                 ? "tensor \(t) '\(coordinator.layout.tensors[t].name)' (\(coordinator.layout.tensors[t].count) elements)"
@@ -196,6 +200,10 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
     }
 
     private func chunkData(_ bytes: UnsafeRawBufferPointer, header: ChunkHeader, firstElement: Int) {
+        if header.kind == .initValues, let target = initTarget, let base = bytes.baseAddress, !closing {
+            UnsafeMutableRawPointer(target + (firstElement - Int(header.offset))).copyMemory(from: base, byteCount: bytes.count)
+            return
+        }
         guard !closing, let c = chunk, c.index != nil, let staging, let p = push, let base = bytes.baseAddress else { return }
         let count = bytes.count / header.dtype.size
         let finite = AccumulatorKernels.scale(
@@ -205,10 +213,62 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
     }
 
     private func endChunk(_ header: ChunkHeader) {
-        guard !closing, let c = chunk, let rank, let p = push else { return }
+        if header.kind == .initValues {
+            guard !closing, initTarget != nil else { return }
+            initTarget = nil
+            if case .failure(let refusal) = host.initChunkDone() { fail(refusal.code, refusal.message, requestID: 0) }
+            return
+        }
+        guard !closing, let c = chunk, let rank, let p = push, let coordinator else { return }
         chunk = nil
         if let index = c.index, let staging {
             coordinator.commitChunk(rank: rank, step: p.step, index: index, staged: staging, finite: c.finite)
+        }
+    }
+
+    // MARK: Before the model is known (from-worker jobs)
+
+    /// Where the INIT_CHUNK being received goes.
+    private var initTarget: UnsafeMutablePointer<Float>?
+
+    private func receiveBeforeModel(_ message: Message) {
+        switch message {
+        case .hello(let hello):
+            name = hello.workerName
+            switch host.helloBeforeModel(self, hello) {
+            case .success(let welcome):
+                rank = Int(welcome.rank)
+                send(.welcome(welcome))
+            case .failure(let refusal):
+                fail(refusal.code, refusal.message, requestID: 0)
+            }
+        case .initLayout(let layout, let chunkCount):
+            if case .failure(let refusal) = host.beginInit(self, layout: layout, chunkCount: Int(chunkCount)) {
+                host.telemetry.rejected(.protocol)
+                fail(refusal.code, refusal.message, requestID: 0)
+            }
+        case .heartbeat(let sequence):
+            send(.heartbeat(sequence: sequence))
+        case .bye:
+            closing = true
+            context?.close(promise: nil)
+        default:
+            host.telemetry.rejected(.protocol)
+            fail(.unexpectedMessage, "\(message.type) before the model is known: this job waits for a worker's INIT", requestID: message.id)
+        }
+    }
+
+    private func beginInitChunk(_ header: ChunkHeader) {
+        guard header.kind == .initValues else {
+            host.telemetry.rejected(.protocol)
+            return fail(.unexpectedMessage, "\(header.kind.messageType) before the model is known", requestID: header.step)
+        }
+        switch host.initTarget(header) {
+        case .success(let target):
+            initTarget = target
+        case .failure(let refusal):
+            host.telemetry.rejected(refusal.code == .wrongDtype ? .wrongDtype : .wrongLength)
+            fail(refusal.code, refusal.message, requestID: 0)
         }
     }
 
@@ -220,7 +280,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
             let buffer = try encoder.encode(message, allocator: context.channel.allocator)
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         } catch {
-            coordinator.logger.error("could not encode a message", metadata: ["type": "\(message.type)", "error": "\(error)"])
+            host.logger.error("could not encode a message", metadata: ["type": "\(message.type)", "error": "\(error)"])
         }
     }
 
@@ -254,7 +314,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
             do {
                 try encoder.encodeChunkHeader(header, into: &head)
             } catch {
-                coordinator.logger.error("could not encode a weights chunk", metadata: ["error": "\(error)"])
+                host.logger.error("could not encode a weights chunk", metadata: ["error": "\(error)"])
                 return
             }
             context.write(wrapOutboundOut(head), promise: nil)
@@ -265,7 +325,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
 
     func fail(_ code: ErrorCode, _ message: String, requestID: UInt64) {
         guard let context, !closing else { return }
-        coordinator.logger.warning("refusing a worker", metadata: [
+        host.logger.warning("refusing a worker", metadata: [
             "address": "\(address)", "rank": "\(rank.map(String.init) ?? "-")", "code": "\(code)", "message": "\(message)",
         ])
         send(.error(code: code, message: message, requestID: requestID))

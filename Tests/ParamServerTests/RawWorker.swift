@@ -86,6 +86,52 @@ final class RawWorker {
         return found
     }
 
+    /// Sends a chunk frame of `kind` (INIT_CHUNK or PUSH_CHUNK) with float32 `values`.
+    func sendChunk(kind: ChunkKind, step: Int, tensor: Int, offset: Int, values: [Float]) throws {
+        let header = ChunkHeader(kind: kind, step: UInt64(step), tensor: UInt32(tensor), offset: UInt64(offset), count: UInt32(values.count))
+        var b = ByteBufferAllocator().buffer(capacity: 64 + values.count * 4)
+        try encoder.encodeChunkHeader(header, into: &b)
+        for v in values { b.writeInteger(v.bitPattern, endianness: .little) }
+        send(bytes: b.readBytes(length: b.readableBytes) ?? [])
+    }
+
+    /// Reads one WEIGHTS answer whole: its step and the float32 values per tensor (sized by
+    /// `counts`). Nil on end of stream or a parse error.
+    func receiveWeights(counts: [Int]) -> (step: Int, values: [[Float]])? {
+        var parser = FrameParser()
+        var buffer = ByteBufferAllocator().buffer(capacity: 1 << 16)
+        var values = counts.map { [Float](repeating: .nan, count: $0) }
+        var step: Int?
+        var left = -1
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while left != 0 {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { return nil }
+            buffer.writeBytes(chunk[0..<n])
+            do {
+                try parser.parse(&buffer) { event in
+                    switch event {
+                    case .message(.weights(let s, let count)):
+                        step = Int(s)
+                        left = Int(count)
+                    case .chunkData(let h, let first, let bytes):
+                        for k in 0..<(bytes.count / 4) {
+                            values[Int(h.tensor)][first + k] = Float(bitPattern: bytes.loadUnaligned(fromByteOffset: 4 * k, as: UInt32.self))
+                        }
+                    case .chunkEnd:
+                        left -= 1
+                    default:
+                        break
+                    }
+                }
+            } catch {
+                return nil
+            }
+            buffer.discardReadBytes()
+        }
+        return step.map { ($0, values) }
+    }
+
     /// True once the server has closed the connection (reads hit end of stream).
     func waitForClose() -> Bool {
         var chunk = [UInt8](repeating: 0, count: 1 << 16)

@@ -16,8 +16,10 @@ public final class ServerTelemetry: Sendable {
     public static let historyLength = 64
 
     /// Names of the layout's tensors, in layout order; `stepClosed`'s `layers` follow it.
-    public let layerNames: [String]
+    public var layerNames: [String] { layers.withLockedValue { $0.names } }
     private let metrics: TelemetryMetrics
+    /// Set once at init, or by `adoptLayers` when the model arrives from a worker.
+    private let layers: NIOLockedValueBox<LayerSeries>
     private let runLog: RunLog?
     private let state: NIOLockedValueBox<State>
     private let job: Job
@@ -86,8 +88,9 @@ public final class ServerTelemetry: Sendable {
         jobName: String, jobJSON: String, model: String, layerNames: [String], totalSteps: Int,
         stepsPerEpoch: Int, workers: Int, version: String, runLog: RunLog? = nil
     ) {
-        self.layerNames = layerNames
-        self.metrics = TelemetryMetrics(layerNames: layerNames, version: version)
+        let metrics = TelemetryMetrics(version: version)
+        self.metrics = metrics
+        self.layers = NIOLockedValueBox(metrics.layerSeries(layerNames))
         self.runLog = runLog
         self.job = Job(
             name: jobName, configJSON: Self.jsonObjectText(jobJSON), model: model, totalSteps: totalSteps,
@@ -141,16 +144,17 @@ public final class ServerTelemetry: Sendable {
         metrics.learningRate.set(to: rate)
         if let loss { metrics.loss.set(to: loss) }
         metrics.lastStepTimestamp.set(to: now.timeIntervalSince1970)
+        let series = self.layers.withLockedValue { $0 }
         if let layers {
-            for (index, figures) in zip(layerNames.indices, layers) {
-                metrics.trustRatio[index].set(to: figures.trustRatio)
-                metrics.weightNorm[index].set(to: figures.weightNorm)
-                metrics.gradientNorm[index].set(to: figures.gradientNorm)
+            for (index, figures) in zip(series.names.indices, layers) {
+                series.trustRatio[index].set(to: figures.trustRatio)
+                series.weightNorm[index].set(to: figures.weightNorm)
+                series.gradientNorm[index].set(to: figures.gradientNorm)
             }
         }
         runLog?.appendStep(
             step: step, epoch: epoch, rate: rate, loss: loss, skipped: skipped, duration: duration,
-            layerNames: layerNames, layers: layers, time: now)
+            layerNames: series.names, layers: layers, time: now)
     }
 
     /// Records the result of an evaluation on the test set.
@@ -191,6 +195,14 @@ public final class ServerTelemetry: Sendable {
             return state.workers.count
         }
         metrics.workersConnected.set(to: Double(count))
+    }
+
+    /// The model's layout became known (a model brought by a worker's INIT): creates the
+    /// per-layer series. Call before the first step.
+    public func adoptLayers(_ names: [String]) {
+        let series = metrics.layerSeries(names)
+        layers.withLockedValue { $0 = series }
+        state.withLockedValue { $0.layers = Array(repeating: Layer(), count: names.count) }
     }
 
     /// The server continued from a checkpoint: `step` steps are already done, so /status and

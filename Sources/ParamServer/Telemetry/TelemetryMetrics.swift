@@ -25,12 +25,9 @@ struct TelemetryMetrics: Sendable {
     let workersConnected: Gauge
     let pushBytesTotal: Counter
     let lastStepTimestamp: Gauge
-    let trustRatio: [Gauge]
-    let weightNorm: [Gauge]
-    let gradientNorm: [Gauge]
     let rejectedFrames: [RejectReason: Counter]
 
-    init(layerNames: [String], version: String) {
+    init(version: String) {
         let registry = self.registry
         func family(_ name: String, _ help: String) -> MetricNameDescriptor {
             MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
@@ -40,15 +37,6 @@ struct TelemetryMetrics: Sendable {
             gauge.set(to: initial)
             return gauge
         }
-        func perLayer(_ name: String, _ help: String) -> [Gauge] {
-            let descriptor = family(name, help)
-            return layerNames.map { layer in
-                let gauge = registry.makeGauge(descriptor: descriptor, labels: [("layer", layer)])
-                gauge.set(to: .nan)
-                return gauge
-            }
-        }
-
         stepsTotal = registry.makeCounter(
             descriptor: family("lars_steps_total", "Synchronous steps closed, skipped ones included."))
         skippedStepsTotal = registry.makeCounter(
@@ -69,10 +57,6 @@ struct TelemetryMetrics: Sendable {
             descriptor: family("lars_push_bytes_total", "Gradient payload bytes received from workers."))
         lastStepTimestamp = gauge(
             "lars_last_step_timestamp_seconds", "Unix time at which the last step closed (0 before).", initial: 0)
-        trustRatio = perLayer("lars_trust_ratio", "LARS trust ratio of each tensor at the last step (NaN before).")
-        weightNorm = perLayer("lars_weight_norm", "L2 norm of each tensor's weights at the last step (NaN before).")
-        gradientNorm = perLayer(
-            "lars_gradient_norm", "L2 norm of each tensor's averaged gradient at the last step (NaN before).")
         let rejected = family("lars_rejected_frames_total", "Frames from workers refused, by reason.")
         var byReason: [RejectReason: Counter] = [:]
         for reason in RejectReason.allCases {
@@ -84,4 +68,30 @@ struct TelemetryMetrics: Sendable {
             labels: [("version", version)]
         ).set(to: 1)
     }
+
+    /// The per-layer series (trust ratio, ||w||, ||g||) of `names`, created at NaN.
+    func layerSeries(_ names: [String]) -> LayerSeries {
+        func perLayer(_ name: String, _ help: String) -> [Gauge] {
+            let descriptor = MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+            return names.map { layer in
+                let gauge = registry.makeGauge(descriptor: descriptor, labels: [("layer", layer)])
+                gauge.set(to: .nan)
+                return gauge
+            }
+        }
+        return LayerSeries(
+            names: names,
+            trustRatio: perLayer("lars_trust_ratio", "LARS trust ratio of each tensor at the last step (NaN before)."),
+            weightNorm: perLayer("lars_weight_norm", "L2 norm of each tensor's weights at the last step (NaN before)."),
+            gradientNorm: perLayer(
+                "lars_gradient_norm", "L2 norm of each tensor's averaged gradient at the last step (NaN before)."))
+    }
+}
+
+/// The layout's tensor names and their per-layer gauges.
+struct LayerSeries: Sendable {
+    var names: [String]
+    var trustRatio: [Gauge]
+    var weightNorm: [Gauge]
+    var gradientNorm: [Gauge]
 }
