@@ -148,7 +148,12 @@ public final class ParameterServer: @unchecked Sendable {
                 if let initial {
                     for (dst, src) in zip(c.weights.buffers, initial.buffers) { _ = dst.update(from: src) }
                 } else {
-                    try self.initializeState(c)
+                    do {
+                        try self.initializeState(c)
+                    } catch {
+                        c.abandon(error)
+                        throw error
+                    }
                 }
                 c.checkpointWriter = { [weak self, unowned c] reason in self?.writeCheckpoint(c, reason: reason) }
                 c.start()

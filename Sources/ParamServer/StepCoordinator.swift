@@ -176,6 +176,13 @@ final class StepCoordinator: @unchecked Sendable {
             job: String(decoding: json, as: UTF8.self), layout: wireLayout))
     }
 
+    /// Gives up on a coordinator that could not be set up (its state failed to load): settles
+    /// its outcome so nothing waits on it.
+    func abandon(_ error: any Error) {
+        guard outcome == nil else { return }
+        finished.fail(error)
+    }
+
     /// Registers the worker that brought the model (its HELLO went to the host).
     func adopt(_ link: any WorkerLink, rank: Int) {
         links[rank] = link
@@ -220,8 +227,11 @@ final class StepCoordinator: @unchecked Sendable {
         guard pushStep == step else {
             return .failure(.init(code: .unexpectedMessage, message: "push for step \(pushStep) but step \(step) is open; pull step \(step) first"))
         }
-        guard sampleCount >= 1, sampleCount <= job.globalBatch else {
-            return .failure(.init(code: .malformedPayload, message: "sample count \(sampleCount) outside 1...\(job.globalBatch) (global batch)"))
+        // A data set job knows its batch; a `steps` job (benchmark layouts, models brought by
+        // a worker) takes any count >= 1.
+        let most = job.dataset == nil ? Int(UInt32.max) : job.globalBatch
+        guard sampleCount >= 1, sampleCount <= most else {
+            return .failure(.init(code: .malformedPayload, message: "sample count \(sampleCount) outside 1...\(most)"))
         }
         began[rank] = sampleCount
         if deadlineTask == nil { armDeadline() }

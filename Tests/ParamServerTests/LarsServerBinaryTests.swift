@@ -41,4 +41,20 @@ struct LarsServerBinaryTests {
         #expect(r.status == 2)
         #expect(r.stderr.contains("/nonexistent/job.json"))
     }
+
+    /// `--resume` over a damaged checkpoint: refused with the file named, nothing started.
+    @Test func corruptCheckpointIsRefusedOnResume() throws {
+        let dir = NSTemporaryDirectory() + "lars-corrupt-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let damaged = dir + "/step-000000005.safetensors"
+        try Data([0x40, 0, 0, 0, 0, 0, 0, 0] + Array("{\"w\": {\"dtype\": \"F32\"".utf8)).write(to: URL(fileURLWithPath: damaged))
+        let path = try writeConfig(#"{"model": "mlp", "steps": 5}"#)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let r = try BuiltBinary.run(
+            "lars-server", ["--config", path, "--port", "0", "--http-port", "0", "--checkpoint-dir", dir, "--resume"], timeout: 30)
+        #expect(r.status == 1, "stderr: \(r.stderr)")
+        #expect(r.stderr.contains("step-000000005.safetensors"), "\(r.stderr)")
+        #expect(!r.stderr.contains("listening"))
+    }
 }
