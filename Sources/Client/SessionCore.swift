@@ -227,7 +227,7 @@ actor SessionCore {
             }
             info = SessionInfo(
                 rank: Int(w.rank), worldSize: Int(w.worldSize), currentStep: Int(w.currentStep), layout: w.layout, job: job)
-            grid = PushGrid.ranges(layout: w.layout, chunkElements: job.chunkElements)
+            grid = w.layout.grid(chunkElements: job.chunkElements)
             await c.configure(chunkBytes: job.chunkElements * 4)
         } catch {
             await c.close(sending: .error(code: error.code, message: error.description, requestID: 0))

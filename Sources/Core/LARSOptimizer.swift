@@ -171,8 +171,8 @@ public final class LARSOptimizer {
                 }
             }
         }
-        weightNormsSquared = next.map { $0.isFinite ? $0 : .nan }
-        if next.contains(where: { !$0.isFinite }) { weightNormsSquared = nil }
+        // A non-finite norm (overflowed in Float) is not carried: the next step measures afresh.
+        weightNormsSquared = next.allSatisfy(\.isFinite) ? next : nil
         return StepReport(tensors: stats)
     }
 

@@ -15,19 +15,9 @@ struct ChunkGrid: Sendable {
     init(layout: Layout, chunkElements: Int = 1 << 20) {
         precondition(chunkElements > 0 && chunkElements % 1024 == 0, "chunk size must be a multiple of 1024 elements")
         self.chunkElements = chunkElements
-        var ranges: [ChunkRange] = []
-        var first: [Int] = []
-        for (index, tensor) in layout.tensors.enumerated() {
-            first.append(ranges.count)
-            var offset = 0
-            repeat {
-                let n = min(chunkElements, tensor.count - offset)
-                ranges.append(ChunkRange(tensor: UInt32(index), offset: UInt64(offset), count: UInt32(n)))
-                offset += n
-            } while offset < tensor.count
-        }
+        let ranges = WireLayout(layout).grid(chunkElements: chunkElements)
         self.ranges = ranges
-        self.firstChunk = first
+        self.firstChunk = layout.tensors.indices.map { t in ranges.firstIndex { Int($0.tensor) == t }! }
     }
 
     var count: Int { ranges.count }

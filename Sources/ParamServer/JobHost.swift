@@ -74,9 +74,8 @@ final class JobHost: @unchecked Sendable {
     /// HELLO before the model is known: the first worker gets WELCOME with an empty layout and
     /// must send INIT; any other waits (`rank_unavailable`, which clients retry).
     func helloBeforeModel(_ link: any WorkerLink, _ hello: Hello) -> Result<Welcome, WireError.Refusal> {
-        if let token = authToken, token != hello.token {
-            telemetry.rejected(.auth)
-            return .failure(.init(code: .authFailed, message: "auth token does not match the server's --auth-token-file"))
+        if let refusal = Handshake.refusal(for: hello, token: authToken, telemetry: telemetry) {
+            return .failure(refusal)
         }
         guard intakeOwner == nil, intake == nil else {
             return .failure(.init(code: .rankUnavailable, message: "waiting for the first worker's INIT (the model); try again"))
@@ -85,17 +84,11 @@ final class JobHost: @unchecked Sendable {
         guard rank < job.workers else {
             return .failure(.init(code: .rankUnavailable, message: "rank \(rank) does not exist: the job has \(job.workers) workers"))
         }
-        var description = jobDescription
-        description["rank"] = rank
-        description["share"] = job.share(ofRank: rank)
-        description["current_step"] = 0
-        description["awaiting_init"] = true
-        let json = (try? JSONSerialization.data(withJSONObject: description, options: [.sortedKeys])) ?? Data("{}".utf8)
         logger.info("worker brings the model", metadata: ["rank": "\(rank)", "name": "\(hello.workerName)"])
         intakeOwner = (link, rank)
-        return .success(Welcome(
-            rank: UInt32(rank), worldSize: UInt32(job.workers), currentStep: 0,
-            job: String(decoding: json, as: UTF8.self), layout: WireLayout([])))
+        return .success(Handshake.welcome(
+            job: job, description: jobDescription, rank: rank, step: 0, layout: WireLayout([]),
+            extra: ["awaiting_init": true]))
     }
 
     /// The worker welcomed by `helloBeforeModel`, before its INIT.

@@ -139,10 +139,8 @@ final class StepCoordinator: @unchecked Sendable {
 
     /// Answers HELLO: checks version, token and layout, assigns a rank.
     func hello(_ link: any WorkerLink, _ hello: Hello) -> Result<Welcome, WireError.Refusal> {
-        guard outcome == nil else { return .failure(.init(code: .rankUnavailable, message: "the job has ended")) }
-        if let token = options.authToken, token != hello.token {
-            telemetry.rejected(.auth)
-            return .failure(.init(code: .authFailed, message: "auth token does not match the server's --auth-token-file"))
+        if let refusal = Handshake.refusal(for: hello, token: options.authToken, telemetry: telemetry) {
+            return .failure(refusal)
         }
         if let h = hello.layoutHash, h != layout.hash {
             return .failure(.init(code: .layoutMismatch, message: String(
@@ -166,14 +164,7 @@ final class StepCoordinator: @unchecked Sendable {
         links[rank] = link
         telemetry.workerJoined(rank: rank, name: hello.workerName, address: link.address)
         logger.info("worker joined", metadata: ["rank": "\(rank)", "name": "\(hello.workerName)", "address": "\(link.address)", "step": "\(step)"])
-        var description = jobDescription
-        description["rank"] = rank
-        description["share"] = job.share(ofRank: rank)
-        description["current_step"] = step
-        let json = (try? JSONSerialization.data(withJSONObject: description, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return .success(Welcome(
-            rank: UInt32(rank), worldSize: UInt32(job.workers), currentStep: UInt64(step),
-            job: String(decoding: json, as: UTF8.self), layout: wireLayout))
+        return .success(Handshake.welcome(job: job, description: jobDescription, rank: rank, step: step, layout: wireLayout))
     }
 
     /// Gives up on a coordinator that could not be set up (its state failed to load): settles
@@ -348,8 +339,8 @@ final class StepCoordinator: @unchecked Sendable {
         telemetry.setState(.training)
         resetStepState()
         if skippedReason != nil {
-            // The weights did not change: workers that pulled t+1 get W_t relabelled.
-            publish()
+            // The weights did not change: workers that pulled t+1 get W_t's buffers relabelled.
+            snapshot = WeightSnapshot(step: step, chunks: snapshot.chunks, ranges: snapshot.ranges)
         }
         answerPendingPulls()
 

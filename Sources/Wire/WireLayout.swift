@@ -35,21 +35,30 @@ public struct WireLayout: Sendable, Hashable {
     /// ``Core/Layout/hash`` of the names and shapes: the value HELLO may carry.
     public var hash: UInt64 { layout.hash }
 
-    /// The chunks that cover every tensor in order, each at most `chunkBytes` of data (at
-    /// least one element); a chunk never spans two tensors (one key per tensor).
-    public func chunks(chunkBytes: Int = 4 << 20, dtype: DType = .float32) -> [ChunkRange] {
-        let perChunk = min(max(1, chunkBytes / dtype.size), Int(UInt32.max))
+    /// The server's chunk grid (WELCOME's `chunk_elements`): every tensor split into chunks of
+    /// `chunkElements` elements in layout order, the last one shorter, and one empty chunk for
+    /// an empty tensor. Each push chunk must be exactly one grid chunk, so a resend after a
+    /// reconnect lines up with what the server already added; server and client both use this.
+    public func grid(chunkElements: Int) -> [ChunkRange] {
+        let perChunk = min(max(1, chunkElements), Int(UInt32.max))
         var ranges: [ChunkRange] = []
         for (index, tensor) in tensors.enumerated() {
             let count = tensor.spec.count
             var offset = 0
-            while offset < count {
+            repeat {
                 let n = min(perChunk, count - offset)
                 ranges.append(ChunkRange(tensor: UInt32(index), offset: UInt64(offset), count: UInt32(n)))
                 offset += n
-            }
+            } while offset < count
         }
         return ranges
+    }
+
+    /// The chunks that cover every tensor in order, each at most `chunkBytes` of data (at
+    /// least one element); a chunk never spans two tensors (one key per tensor), and empty
+    /// tensors have none.
+    public func chunks(chunkBytes: Int = 4 << 20, dtype: DType = .float32) -> [ChunkRange] {
+        grid(chunkElements: chunkBytes / dtype.size).filter { $0.count > 0 }
     }
 }
 

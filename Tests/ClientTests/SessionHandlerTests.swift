@@ -112,7 +112,7 @@ struct SessionHandlerTests {
         for (t, buffer) in arena.buffers.enumerated() {
             for i in buffer.indices { buffer[i] = Float(t * 100 + i) }
         }
-        let ranges = PushGrid.ranges(layout: Self.layout, chunkElements: 1024)
+        let ranges = Self.layout.grid(chunkElements: 1024)
         channel.isWritable = false
         let pushed = handler.startPush(
             step: 5, sampleCount: 4, loss: 0.5, gradients: GradientBuffers(tensors: arena.buffers.map { UnsafeBufferPointer($0) }),
@@ -140,7 +140,7 @@ struct SessionHandlerTests {
         let arena = FloatArena(layout: Self.layout.layout)
         let result = handler.startPush(
             step: 4, sampleCount: 4, loss: 0.5, gradients: GradientBuffers(tensors: arena.buffers.map { UnsafeBufferPointer($0) }),
-            ranges: PushGrid.ranges(layout: Self.layout, chunkElements: 1024))
+            ranges: Self.layout.grid(chunkElements: 1024))
         #expect(try result.completedValue() == .stepClosed(current: 5))
         #expect(try outbound(channel).isEmpty)
     }
@@ -148,7 +148,7 @@ struct SessionHandlerTests {
     @Test(arguments: [(10, [10]), (2048, [1024, 1024]), (2500, [1024, 1024, 452]), (0, [0])])
     func theGridMatchesTheServers(elements: Int, counts: [Int]) {
         let layout = WireLayout([WireTensor(spec: TensorSpec(name: "t", shape: [elements]), adapt: false)])
-        #expect(PushGrid.ranges(layout: layout, chunkElements: 1024).map { Int($0.count) } == counts)
+        #expect(layout.grid(chunkElements: 1024).map { Int($0.count) } == counts)
     }
 }
 
