@@ -12,10 +12,10 @@ struct ChunkGrid: Sendable {
     /// Index of each tensor's first chunk.
     let firstChunk: [Int]
 
-    init(layout: Layout, chunkElements: Int = 1 << 20) {
+    init(layout: WireLayout, chunkElements: Int = 1 << 20) {
         precondition(chunkElements > 0 && chunkElements % 1024 == 0, "chunk size must be a multiple of 1024 elements")
         self.chunkElements = chunkElements
-        let ranges = WireLayout(layout).grid(chunkElements: chunkElements)
+        let ranges = layout.grid(chunkElements: chunkElements)
         self.ranges = ranges
         self.firstChunk = layout.tensors.indices.map { t in ranges.firstIndex { Int($0.tensor) == t }! }
     }

@@ -94,10 +94,8 @@ final class StepCoordinator: @unchecked Sendable {
         self.options = options
         self.layout = layout
         self.optimizer = try LARSOptimizer(config: job.optimizer, layout: layout, threads: options.optimizerThreads)
-        self.wireLayout = WireLayout(layout.tensors.enumerated().map { i, spec in
-            WireTensor(spec: spec, adapt: job.optimizer.adapts(spec))
-        })
-        self.grid = ChunkGrid(layout: layout, chunkElements: options.chunkElements)
+        self.wireLayout = WireLayout(layout, adapt: job.optimizer.adapts)
+        self.grid = ChunkGrid(layout: wireLayout, chunkElements: options.chunkElements)
         self.schedule = schedule
         self.jobDescription = jobDescription
         self.eventLoop = eventLoop
