@@ -325,10 +325,14 @@ final class StepCoordinator: @unchecked Sendable {
         if let reason = skippedReason {
             consecutiveSkips += 1
             logger.warning("step skipped", metadata: ["step": "\(t)", "reason": "\(reason)", "in_a_row": "\(consecutiveSkips)"])
+            // The weights did not change: workers that pulled t+1 get W_t's buffers relabelled.
+            snapshot = WeightSnapshot(step: step, chunks: snapshot.chunks, ranges: snapshot.ranges)
         } else {
             consecutiveSkips = 0
             publish()
         }
+        // The waiting workers get their weights first: the bookkeeping below is off their path.
+        answerPendingPulls()
         let layers = report.map { r in
             r.tensors.map { LayerFigures(weightNorm: $0.weightNorm, gradientNorm: $0.gradientNorm, trustRatio: $0.trustRatio, effectiveRate: $0.effectiveRate) }
         }
@@ -336,11 +340,6 @@ final class StepCoordinator: @unchecked Sendable {
                              loss: loss.isNaN ? nil : loss, duration: duration, skipped: skippedReason != nil, layers: layers)
         telemetry.setState(.training)
         resetStepState()
-        if skippedReason != nil {
-            // The weights did not change: workers that pulled t+1 get W_t's buffers relabelled.
-            snapshot = WeightSnapshot(step: step, chunks: snapshot.chunks, ranges: snapshot.ranges)
-        }
-        answerPendingPulls()
 
         if !loss.isNaN && (!loss.isFinite || loss > Self.lossLimit) {
             return diverge("loss \(loss) at step \(t) (limit \(Self.lossLimit))")

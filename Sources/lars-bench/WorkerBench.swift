@@ -37,7 +37,10 @@ struct WorkerBench: ParsableCommand {
     /// processes on free ports; each worker writes its step timings (`--stats-file`). Over the
     /// timed steps (evaluation is not a step, so it is excluded): steps/s = timed steps / wall
     /// time, and share = 1 - (sum of forward/backward time) / (sum of step wall time), both the
-    /// mean over workers.
+    /// mean over workers. Beside them, what the share is made of: `compute_spread` (standard
+    /// deviation of one forward/backward over its mean) and `peer_wait_share` (per step, the
+    /// slowest rank's forward/backward minus this rank's, over the wall time: the synchronous
+    /// wait for a slower peer, which no protocol work can remove).
     func demoFigures() throws {
         var job = try JobConfig.parse(json: try Data(contentsOf: URL(fileURLWithPath: demoConfig)))
         job.dataset = nil
@@ -56,6 +59,8 @@ struct WorkerBench: ParsableCommand {
             report("demo_\(n)w_steps_per_s", result.stepsPerSecond)
             report("demo_\(n)w_overhead_share", result.overheadShare, digits: 4)
             report("demo_\(n)w_compute_s_per_step", result.computePerStep, digits: 4)
+            report("demo_\(n)w_compute_spread", result.computeSpread, digits: 4)
+            report("demo_\(n)w_peer_wait_share", result.peerWaitShare, digits: 4)
         }
     }
 
@@ -155,6 +160,10 @@ struct DemoRun {
         var stepsPerSecond: Double
         var overheadShare: Double
         var computePerStep: Double
+        /// Standard deviation of one step's forward/backward time over its mean (all ranks).
+        var computeSpread: Double
+        /// The part of the overhead share that is waiting for a slower peer's forward/backward.
+        var peerWaitShare: Double
     }
 
     struct Failure: Error, CustomStringConvertible {
@@ -192,29 +201,37 @@ struct DemoRun {
             throw Failure(description: "demo job \(job.name): exit statuses \(statuses); server log tail: \(log.suffix(600))")
         }
 
-        var shares: [Double] = [], walls: [Double] = [], computes: [Double] = []
+        // Per rank, the timed steps' wall and forward/backward times, by step.
+        var walls: [[Int: Double]] = [], computes: [[Int: Double]] = []
         for rank in 0..<job.workers {
             let text = try String(contentsOf: dir.appendingPathComponent("stats-\(rank).jsonl"), encoding: .utf8)
-            var wall = 0.0, compute = 0.0, steps = 0
+            var wall: [Int: Double] = [:], compute: [Int: Double] = [:]
             for line in text.split(separator: "\n") {
                 guard let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
                       let step = o["step"] as? Int, step >= Self.warmupSteps, step < Self.warmupSteps + Self.timedSteps,
                       let w = o["wall_s"] as? Double, let c = o["compute_s"] as? Double else { continue }
-                wall += w
-                compute += c
-                steps += 1
+                wall[step] = w
+                compute[step] = c
             }
-            guard steps == Self.timedSteps else {
-                throw Failure(description: "worker \(rank) of \(job.name) recorded \(steps) of \(Self.timedSteps) timed steps")
+            guard wall.count == Self.timedSteps else {
+                throw Failure(description: "worker \(rank) of \(job.name) recorded \(wall.count) of \(Self.timedSteps) timed steps")
             }
             walls.append(wall)
             computes.append(compute)
-            shares.append(1 - compute / wall)
         }
         let mean = { (xs: [Double]) in xs.reduce(0, +) / Double(xs.count) }
+        let sum = { (xs: Dictionary<Int, Double>.Values) in xs.reduce(0, +) }
+        let steps = Array(walls[0].keys)
+        // Waiting for a slower peer: per step, the slowest forward/backward minus this rank's.
+        let slowest = Dictionary(uniqueKeysWithValues: steps.map { t in (t, computes.map { $0[t]! }.max()!) })
+        let waits = (0..<job.workers).map { r in steps.reduce(0.0) { $0 + slowest[$1]! - computes[r][$1]! } / sum(walls[r].values) }
+        let all = computes.flatMap(\.values)
+        let m = mean(all)
+        let sd = (all.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(all.count)).squareRoot()
         return Result(
-            stepsPerSecond: Double(Self.timedSteps) / mean(walls), overheadShare: mean(shares),
-            computePerStep: mean(computes) / Double(Self.timedSteps))
+            stepsPerSecond: Double(Self.timedSteps) / mean(walls.map { sum($0.values) }),
+            overheadShare: mean((0..<job.workers).map { 1 - sum(computes[$0].values) / sum(walls[$0].values) }),
+            computePerStep: m, computeSpread: sd / m, peerWaitShare: mean(waits))
     }
 
     static func launch(_ executable: URL, _ arguments: [String], log: URL) throws -> Process {

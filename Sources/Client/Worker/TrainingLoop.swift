@@ -75,68 +75,97 @@ public final class TrainingLoop {
         var step = start
         var pendingEvals: [Int] = []
         var reconnectsSeen = 0
-        while true {
-            var timings = StepTimings()
-            timings.start = Date().timeIntervalSince1970
-            var mark = clock.now
-            func lap() -> Double {
-                let now = clock.now
-                defer { mark = now }
-                return (now - mark).seconds
-            }
-            // The batch of the step asked for is gathered while the weights are on their way.
-            let asked = step
-            let weights = WeightTarget(buffers: trainer.weights.buffers)
-            async let pulled = session.pull(step: asked, into: weights.buffers)
-            if asked < trainer.totalSteps { timings.gather = trainer.prepare(step: asked) }
-            step = try await pulled.step
-            timings.pull = lap()
-            try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step)
-            if step >= trainer.totalSteps {
-                // Every step ran: answer the final EVAL_REQUEST, then wait for BYE (or a
-                // reconnect to a server that came back at an earlier step).
-                reconnectsSeen = watch.latestReconnect.count
-                while !watch.hasEnded {
-                    try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step)
-                    let r = watch.latestReconnect
-                    if r.count > reconnectsSeen {
-                        reconnectsSeen = r.count
-                        if r.step < trainer.totalSteps { break }
+        // The pull of the next step, sent right behind the push so that the server can answer
+        // it the moment the step closes (no round trip after the push's acknowledgement).
+        var nextPull: Task<Int, any Error>?
+        do {
+            while true {
+                var timings = StepTimings()
+                timings.start = Date().timeIntervalSince1970
+                var mark = clock.now
+                func lap() -> Double {
+                    let now = clock.now
+                    defer { mark = now }
+                    return (now - mark).seconds
+                }
+                // The batch of the step asked for is gathered while the weights are on their way.
+                let asked = step
+                if let pull = nextPull {
+                    nextPull = nil
+                    if asked < trainer.totalSteps { timings.gather = trainer.prepare(step: asked) }
+                    step = try await pull.value
+                } else {
+                    let weights = WeightTarget(buffers: trainer.weights.buffers)
+                    async let pulled = session.pull(step: asked, into: weights.buffers)
+                    if asked < trainer.totalSteps { timings.gather = trainer.prepare(step: asked) }
+                    step = try await pulled.step
+                }
+                timings.pull = lap()
+                try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step)
+                if step >= trainer.totalSteps {
+                    // Every step ran: answer the final EVAL_REQUEST, then wait for BYE (or a
+                    // reconnect to a server that came back at an earlier step).
+                    reconnectsSeen = watch.latestReconnect.count
+                    while !watch.hasEnded {
+                        try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step)
+                        let r = watch.latestReconnect
+                        if r.count > reconnectsSeen {
+                            reconnectsSeen = r.count
+                            if r.step < trainer.totalSteps { break }
+                        }
+                        try? await Task.sleep(for: .milliseconds(10))
                     }
-                    try? await Task.sleep(for: .milliseconds(10))
+                    if watch.hasEnded {
+                        // The session is over: a pull throws why (BYE, refusal, timeout).
+                        _ = try await session.pull(step: step, into: trainer.weights.buffers)
+                        throw ClientError.closed
+                    }
+                    step = watch.latestReconnect.step
+                    continue
                 }
-                if watch.hasEnded {
-                    // The session is over: a pull throws why (BYE, refusal, timeout).
-                    _ = try await session.pull(step: step, into: trainer.weights.buffers)
-                    throw ClientError.closed
+                mark = clock.now
+                timings.gather += trainer.prepare(step: step)   // only after a reconnect or STEP_CLOSED
+                timings.pull += lap()
+                let (loss, n) = trainer.computeGradient(step: step)
+                timings.compute = lap()
+                // The next step's samples are gathered while the gradient is on its way. The next
+                // pull leaves with the push unless an evaluation of these weights is due (it needs
+                // them in hand after the push).
+                while let r = session.takeEvalRequest() { pendingEvals.append(r) }
+                let evaluationDue = pendingEvals.contains { $0 <= step }
+                let gradients = GradientSource(buffers: trainer.gradientViews)
+                let pushing = step
+                async let pushed = session.push(step: pushing, sampleCount: n, loss: loss, gradients: gradients.buffers)
+                if !evaluationDue {
+                    let weights = WeightTarget(buffers: trainer.weights.buffers)
+                    nextPull = Task { try await session.pull(step: pushing + 1, into: weights.buffers).step }
                 }
-                step = watch.latestReconnect.step
-                continue
+                let ahead = step + 1 < trainer.totalSteps ? trainer.prepare(step: step + 1) : 0
+                let result = try await pushed
+                timings.push = lap()
+                timings.gather += ahead
+                timings.step = step
+                timings.samples = n
+                stats?.append(timings)
+                progress.record(step: step, loss: loss, timings: timings)
+                if evaluationDue {
+                    try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step)
+                }
+                switch result {
+                case .accepted: step += 1
+                case .stepClosed(let current):
+                    // A pull in flight brings the server's step anyway.
+                    logger.warning("push not taken: the step closed without it", metadata: ["step": "\(step)", "server_step": "\(current)"])
+                    step = current
+                }
             }
-            mark = clock.now
-            timings.gather += trainer.prepare(step: step)   // only after a reconnect or STEP_CLOSED
-            timings.pull += lap()
-            let (loss, n) = trainer.computeGradient(step: step)
-            timings.compute = lap()
-            // The next step's samples are gathered while the gradient is on its way.
-            let gradients = GradientSource(buffers: trainer.gradientViews)
-            let pushing = step
-            async let pushed = session.push(step: pushing, sampleCount: n, loss: loss, gradients: gradients.buffers)
-            let ahead = step + 1 < trainer.totalSteps ? trainer.prepare(step: step + 1) : 0
-            let result = try await pushed
-            timings.push = lap()
-            timings.gather += ahead
-            timings.step = step
-            timings.samples = n
-            stats?.append(timings)
-            progress.record(step: step, loss: loss, timings: timings)
-            try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step)
-            switch result {
-            case .accepted: step += 1
-            case .stepClosed(let current):
-                logger.warning("push not taken: the step closed without it", metadata: ["step": "\(step)", "server_step": "\(current)"])
-                step = current
+        } catch {
+            // A pull in flight writes into the trainer's buffers: it must end before they go.
+            if let pull = nextPull {
+                pull.cancel()
+                _ = try? await pull.value
             }
+            throw error
         }
     }
 
