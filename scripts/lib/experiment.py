@@ -244,17 +244,43 @@ def best_rate(rows):
     return max(ok, key=lambda r: (r["final_accuracy"], -r["peak_rate"]))["peak_rate"]
 
 
+# How many rates a sweep may add beyond its edge when its best rate sits on that edge.
+MAX_EXTENSIONS = 3
+
+
+def extension(optimizer, rates, best, factor):
+    """The next rate to try when the sweep's best is on its edge, else None: below the lowest
+    (or below everything when all diverged), and for LARS also above the highest. SGD never goes
+    above its linear-scaling rate."""
+    low, high = min(rates), max(rates)
+    if best is None or best == low:
+        return round(low / factor, 8)
+    if optimizer == "lars" and best == high:
+        return round(high * factor, 8)
+    return None
+
+
 def plan(args, results):
     """(key, model, batch, optimizer, rate, seed) of every run the selection asks for, in order.
-    Seed runs of a cell are listed only once its whole sweep is in the results."""
+    A sweep whose best rate lies on its edge grows past that edge (up to MAX_EXTENSIONS rates,
+    not for explicit --rates); seed runs of a cell are listed once its sweep is complete."""
     runs = []
     for model in args.models:
         e, w = args.epochs_for[model], args.warmup_for[model]
+        factor = MODELS[model]["factor"]
         for batch in args.batches_for[model]:
             for opt in args.optimizers:
                 count = args.sweep or MODELS[model]["sweep"]
-                rates = args.rates[opt] if args.rates.get(opt) else sweep(opt, batch, count, MODELS[model]["factor"])
-                sweep_keys = [run_key(model, batch, opt, r, 1, e, w) for r in rates]
+                explicit = bool(args.rates.get(opt))
+                rates = list(args.rates[opt]) if explicit else sweep(opt, batch, count, factor)
+                while True:
+                    sweep_keys = [run_key(model, batch, opt, r, 1, e, w) for r in rates]
+                    if explicit or not all(k in results for k in sweep_keys) or len(rates) >= count + MAX_EXTENSIONS:
+                        break
+                    more = extension(opt, rates, best_rate([results[k] for k in sweep_keys]), factor)
+                    if more is None:
+                        break
+                    rates.append(more)
                 runs += [(k, model, batch, opt, r, 1) for k, r in zip(sweep_keys, rates)]
                 if all(k in results for k in sweep_keys):
                     rate = best_rate([results[k] for k in sweep_keys])
