@@ -162,12 +162,25 @@ class Runner:
                 stdout=log, stderr=subprocess.STDOUT))
         self.children += workers
         run_log = os.path.join(run_dir, "run.jsonl")
-        last_print = time.time()
+        last_print = last_growth = time.time()
+        last_size = -1
         while server.poll() is None:
             time.sleep(0.5)
-            if a.progress and time.time() - last_print >= a.progress:
-                last_print = time.time()
+            now = time.time()
+            if a.progress and now - last_print >= a.progress:
+                last_print = now
                 self.progress(key, run_log, start)
+            # A worker that died, or a job that stopped moving, would keep the server waiting.
+            dead = [(rank, w.returncode) for rank, w in enumerate(workers) if w.poll() not in (None, 0)]
+            if dead:
+                self.stop_children()
+                raise RuntimeError(f"lars-worker rank {dead[0][0]} exited {dead[0][1]} (see {run_dir}/worker-{dead[0][0]}.log)")
+            size = os.path.getsize(run_log) if os.path.exists(run_log) else 0
+            if size != last_size:
+                last_size, last_growth = size, now
+            elif now - last_growth > a.stall_timeout:
+                self.stop_children()
+                raise RuntimeError(f"no step or evaluation for {a.stall_timeout:g} s (see {run_dir})")
         server_exit = server.returncode
         worker_exits = []
         for w in workers:
@@ -347,6 +360,8 @@ def parse_args():
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each run's final checkpoint")
     p.add_argument("--data-dir", default=DATA_DIR, help=f"Fashion-MNIST IDX files (default {DATA_DIR})")
     p.add_argument("--progress", type=float, default=15, help="seconds between progress lines (0: none)")
+    p.add_argument("--stall-timeout", type=float, default=300,
+                   help="seconds without a new step or evaluation before a run is stopped as failed (default 300)")
     p.add_argument("--bin", default=".build/release", help="directory of lars-server and lars-worker")
     p.add_argument("--plan", action="store_true", help="print the runs still to do and stop")
     p.add_argument("--report", action="store_true", help="print the tables from the results file and stop")
