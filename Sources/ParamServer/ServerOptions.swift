@@ -20,7 +20,7 @@ public struct ServerOptions: Sendable {
     public var authToken: String?
     /// Elements per chunk of the grid pushes and weights travel in (4 MiB of float32).
     public var chunkElements = 1 << 20
-    /// Threads the optimizer uses.
+    /// Threads the optimizer may use (models under 4 Mi parameters get one: see StepCoordinator).
     public var optimizerThreads = 2
     /// Seconds to wait for the final evaluation before ending without it.
     public var finalEvalTimeout: Double = 120

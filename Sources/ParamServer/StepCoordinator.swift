@@ -85,6 +85,8 @@ final class StepCoordinator: @unchecked Sendable {
     static let lossLimit = 50.0
     /// This many skipped steps in a row end the job as diverged.
     static let skipLimit = 10
+    /// The optimizer gets a second thread only from twice this many parameters on.
+    static let parametersPerOptimizerThread = 2 << 20
 
     init(
         job: JobConfig, options: ServerOptions, layout: Layout, schedule: LearningRateSchedule,
@@ -93,7 +95,11 @@ final class StepCoordinator: @unchecked Sendable {
         self.job = job
         self.options = options
         self.layout = layout
-        self.optimizer = try LARSOptimizer(config: job.optimizer, layout: layout, threads: options.optimizerThreads)
+        // One thread per 2 Mi parameters at most: on a small model (the MLP has 0.67 M) the
+        // join costs more than the second thread saves, and on a busy machine the step's close
+        // would wait for that thread to be scheduled.
+        let threads = max(1, min(options.optimizerThreads, layout.parameterCount / Self.parametersPerOptimizerThread))
+        self.optimizer = try LARSOptimizer(config: job.optimizer, layout: layout, threads: threads)
         self.wireLayout = WireLayout(layout, adapt: job.optimizer.adapts)
         self.grid = ChunkGrid(layout: wireLayout, chunkElements: options.chunkElements)
         self.schedule = schedule
