@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 # ten times as much per epoch, so it gets fewer, wider-spaced rates).
 MODELS = {
     "mlp": {"batches": [256, 2048, 8192, 16384], "epochs": 20, "warmup": 2.0, "sweep": 5, "factor": 2.0},
-    "cnn": {"batches": [256, 8192], "epochs": 5, "warmup": 1.0, "sweep": 3, "factor": 4.0},
+    "cnn": {"batches": [256, 8192], "epochs": 8, "warmup": 1.0, "sweep": 3, "factor": 4.0},
 }
 OPTIMIZERS = ["sgd", "lars"]
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
@@ -343,7 +343,7 @@ def parse_args():
     p.add_argument("--batch", action="append", type=int, help="global batch sizes (default: the model's grid); repeatable")
     p.add_argument("--optimizer", action="append", choices=OPTIMIZERS, help="optimizers (default: both); repeatable")
     p.add_argument("--epochs", action="append", default=[], metavar="MODEL=N",
-                   help="epoch budget of a model (default mlp=20, cnn=5); repeatable")
+                   help="epoch budget of a model (default mlp=20, cnn=8); repeatable")
     p.add_argument("--warmup", action="append", default=[], metavar="MODEL=E",
                    help="warm-up epochs of a model (default mlp=2, cnn=1); repeatable")
     p.add_argument("--sweep", type=int, default=0,
