@@ -10,8 +10,9 @@ struct ExperimentScriptTests {
     static let root = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    /// Runs the driver with the test's grid; returns its exit status and output.
-    static func experiment(_ dir: URL, _ extra: [String] = []) throws -> (Int32, String) {
+    /// Runs the driver with the test's grid; returns its exit status and output. Waits with
+    /// `Task.sleep`, not a blocking wait, so that other suites' async work keeps its threads.
+    static func experiment(_ dir: URL, _ extra: [String] = []) async throws -> (Int32, String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.currentDirectoryURL = root
@@ -27,6 +28,7 @@ struct ExperimentScriptTests {
         p.standardOutput = handle
         p.standardError = handle
         try p.run()
+        while p.isRunning { try await Task.sleep(for: .milliseconds(100)) }
         p.waitUntilExit()
         try handle.close()
         return (p.terminationStatus, try String(contentsOf: out, encoding: .utf8))
@@ -40,12 +42,12 @@ struct ExperimentScriptTests {
     }
 
     @Test("a grid runs every run once, seeds the best rate, and resumes without redoing finished runs")
-    func gridAndResume() throws {
+    func gridAndResume() async throws {
         let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lars-experiment-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
 
-        let (status, output) = try Self.experiment(dir)
+        let (status, output) = try await Self.experiment(dir)
         #expect(status == 0, "driver output:\n\(output)")
         let first = try Self.results(dir)
         // Sweep: sgd 0.4, lars 16 and 4 (seed 1); then seed 2 at each optimizer's best rate.
@@ -68,7 +70,7 @@ struct ExperimentScriptTests {
         #expect(larsSeed2["peak_rate"] as? Double == bestLars["peak_rate"] as? Double, "seed 2 runs at the sweep's best rate")
 
         // A second sitting finds nothing to do.
-        let (again, againOutput) = try Self.experiment(dir)
+        let (again, againOutput) = try await Self.experiment(dir)
         #expect(again == 0)
         #expect(againOutput.contains("(0 runs in"), "driver output:\n\(againOutput)")
         #expect(try Self.results(dir).count == 5)
@@ -78,7 +80,7 @@ struct ExperimentScriptTests {
         let lines = try String(contentsOf: path, encoding: .utf8).split(separator: "\n")
         let dropped = try #require(first.last?["key"] as? String)
         try (lines.dropLast().joined(separator: "\n") + "\n").write(to: path, atomically: true, encoding: .utf8)
-        let (third, thirdOutput) = try Self.experiment(dir)
+        let (third, thirdOutput) = try await Self.experiment(dir)
         #expect(third == 0)
         #expect(thirdOutput.contains("(1 runs in"), "driver output:\n\(thirdOutput)")
         #expect(thirdOutput.contains(dropped))
@@ -88,11 +90,11 @@ struct ExperimentScriptTests {
     }
 
     @Test("bad flags are refused with a message naming the flag")
-    func badFlags() throws {
+    func badFlags() async throws {
         let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lars-experiment-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let (status, output) = try Self.experiment(dir, ["--epochs", "resnet=3"])
+        let (status, output) = try await Self.experiment(dir, ["--epochs", "resnet=3"])
         #expect(status == 2)
         #expect(output.contains("--epochs resnet=3"), "output:\n\(output)")
         #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("results.jsonl").path))

@@ -35,20 +35,22 @@ struct ServerProcessTests {
 
         var stderr: String { log.string }
 
-        /// Waits until stderr contains `text` (or the process exits, or `timeout` passes).
-        func wait(for text: String, timeout: Double = 30) -> Bool {
+        /// Waits until stderr contains `text` (or the process exits, or `timeout` passes). It
+        /// sleeps with `Task.sleep`: a blocking sleep would hold one of the few cooperative
+        /// threads that the test's own client sessions need to run on.
+        func wait(for text: String, timeout: Double = 30) async -> Bool {
             let deadline = Date().addingTimeInterval(timeout)
             while Date() < deadline {
                 if stderr.contains(text) { return true }
                 if !process.isRunning { return stderr.contains(text) }
-                usleep(20_000)
+                try? await Task.sleep(for: .milliseconds(20))
             }
             return false
         }
 
-        func waitForExit(timeout: Double = 60) -> Int32? {
+        func waitForExit(timeout: Double = 60) async -> Int32? {
             let deadline = Date().addingTimeInterval(timeout)
-            while process.isRunning && Date() < deadline { usleep(20_000) }
+            while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
             return process.isRunning ? nil : process.terminationStatus
         }
 
@@ -123,14 +125,14 @@ struct ServerProcessTests {
             "--config", try writeJob(steps: 6, checkpointEvery: 0), "--port", "\(port)", "--http-port", "\(http)",
             "--checkpoint-dir", dir, "--deterministic",
         ])
-        #expect(server.wait(for: "listening"), "\(server.stderr)")
+        #expect(await server.wait(for: "listening"), "\(server.stderr)")
         let layout = ModelSpec.mlp.layout
         async let r0 = train(session(port: port, rank: 0), layout: layout, rank: 0)
         async let r1 = train(session(port: port, rank: 1), layout: layout, rank: 1)
         let (p0, p1) = await (r0, r1)
         #expect(p0 == Array(0..<6))
         #expect(p1 == Array(0..<6))
-        #expect(server.waitForExit() == 0, "\(server.stderr)")
+        #expect(await server.waitForExit() == 0, "\(server.stderr)")
         #expect(server.stderr.contains("evaluation"), "the final EVAL must reach the server")
         let checkpoint = dir + "/step-000000006.safetensors"
         #expect(FileManager.default.fileExists(atPath: checkpoint), "\(server.stderr)")
@@ -168,18 +170,18 @@ struct ServerProcessTests {
         let job = try writeJob(steps: 10, checkpointEvery: 2)
         let args = ["--config", job, "--port", "\(port)", "--http-port", "\(http)", "--checkpoint-dir", dir]
         let first = try ServerProcess(arguments: args)
-        #expect(first.wait(for: "listening"), "\(first.stderr)")
+        #expect(await first.wait(for: "listening"), "\(first.stderr)")
         let layout = ModelSpec.mlp.layout
         let s0 = session(port: port, rank: 0), s1 = session(port: port, rank: 1)
         async let r0 = train(s0, layout: layout, rank: 0)
         async let r1 = train(s1, layout: layout, rank: 1)
-        #expect(first.wait(for: "step-000000004.safetensors"), "\(first.stderr)")
+        #expect(await first.wait(for: "step-000000004.safetensors"), "\(first.stderr)")
         first.kill()
         let second = try ServerProcess(arguments: args + ["--resume"])
-        #expect(second.wait(for: "resumed from checkpoint"), "\(second.stderr)")
+        #expect(await second.wait(for: "resumed from checkpoint"), "\(second.stderr)")
         #expect(second.stderr.contains("step=4") || second.stderr.contains("step-000000004"), "\(second.stderr)")
         let (p0, p1) = await (r0, r1)
-        #expect(second.waitForExit() == 0, "\(second.stderr)")
+        #expect(await second.waitForExit() == 0, "\(second.stderr)")
         #expect(p0.last == 9 && p1.last == 9, "pushed \(p0) and \(p1)")
         #expect(FileManager.default.fileExists(atPath: dir + "/step-000000010.safetensors"))
         try? FileManager.default.removeItem(atPath: dir)
