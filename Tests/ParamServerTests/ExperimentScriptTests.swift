@@ -65,7 +65,9 @@ struct ExperimentScriptTests {
         let seeded = first.filter { $0["seed"] as? Int == 2 }
         #expect(Set(seeded.compactMap { $0["optimizer"] as? String }) == ["sgd", "lars"])
         let larsSweep = first.filter { $0["optimizer"] as? String == "lars" && $0["seed"] as? Int == 1 }
-        let bestLars = try #require(larsSweep.max { ($0["final_accuracy"] as! Double) < ($1["final_accuracy"] as! Double) })
+        // The driver's rule: highest final accuracy, the lower rate on a tie.
+        func rank(_ r: [String: Any]) -> (Double, Double) { (r["final_accuracy"] as? Double ?? -1, -(r["peak_rate"] as? Double ?? 0)) }
+        let bestLars = try #require(larsSweep.max { rank($0) < rank($1) })
         let larsSeed2 = try #require(seeded.first { $0["optimizer"] as? String == "lars" })
         #expect(larsSeed2["peak_rate"] as? Double == bestLars["peak_rate"] as? Double, "seed 2 runs at the sweep's best rate")
 

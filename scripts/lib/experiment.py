@@ -83,17 +83,22 @@ def free_port():
 
 def read_results(path):
     results = {}
+    lines = []
     if os.path.exists(path):
         with open(path) as f:
-            for n, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
+            lines = f.read().split("\n")
+        for n, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                if n >= len(lines) - 1:
+                    print(f"scripts/experiment: {path}:{n}: ignoring a cut last line (that run is redone)", file=sys.stderr)
                     continue
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError as e:
-                    sys.exit(f"scripts/experiment: {path}:{n}: not a JSON line ({e}); fix or remove it")
-                results[r["key"]] = r
+                sys.exit(f"scripts/experiment: {path}:{n}: not a JSON line ({e}); fix or remove it")
+            results[r["key"]] = r
     return results
 
 
@@ -194,6 +199,8 @@ class Runner:
         if server_exit not in (0, 3):
             tail = open(os.path.join(run_dir, "server.log")).read().strip().splitlines()[-3:]
             raise RuntimeError(f"lars-server exited {server_exit}: {' | '.join(tail)}")
+        if not os.path.exists(run_log):
+            raise RuntimeError(f"lars-server exited {server_exit} without a run log in {run_dir}")
         steps, evals = read_run_log(run_log)
         accs = [e["accuracy"] for e in evals]
         best = max(range(len(accs)), key=lambda i: accs[i]) if accs else None
@@ -305,34 +312,57 @@ def plan(args, results):
     return runs
 
 
+# A run whose final test accuracy is at or below this has collapsed to chance (10 classes)
+# without the server calling it diverged.
+CHANCE = 0.11
+
+
+def mark(r):
+    return "†" if r["diverged"] else ("‡" if (r["final_accuracy"] or 0) <= CHANCE else "")
+
+
 def report(args, results):
-    """Markdown tables of what has run: best per cell with seeds, and the band of good rates."""
+    """Markdown table of what has run: per cell the rates tried, the best rate (seed 1's final
+    test accuracy), every seed's final accuracy there with mean and spread, and the band of rates
+    within 1 point of the best."""
     cells = {}
     for r in results.values():
-        cells.setdefault((r["model"], r["global_batch"], r["optimizer"], r["epochs"]), []).append(r)
-    print("| model | batch | optimizer | epochs | rates tried (diverged) | best rate | accuracy at best rate, seeds | mean | spread | band within 1 point |")
+        cells.setdefault((r["model"], r["global_batch"], r["optimizer"], r["epochs"], r["warmup_epochs"]), []).append(r)
+    print("| model | batch | optimizer | epochs (warm-up) | peak rates tried | best rate | final accuracy there, per seed | mean | spread | rates within 1 point of the best |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     total_wall = 0.0
-    for (model, batch, opt, epochs) in sorted(cells, key=lambda c: (c[0] != "mlp", c[0], c[1], c[2] != "sgd", c[3])):
-        rows = cells[(model, batch, opt, epochs)]
+    for cell in sorted(cells, key=lambda c: (c[0] != "mlp", c[0], c[1], c[2] != "sgd", c[3], c[4])):
+        model, batch, opt, epochs, warmup = cell
+        rows = cells[cell]
         total_wall += sum(r["wall_s"] for r in rows)
         sweep_rows = sorted((r for r in rows if r["seed"] == 1), key=lambda r: -r["peak_rate"])
-        tried = ", ".join(f"{r['peak_rate']:g}" + ("†" if r["diverged"] else "") for r in sweep_rows)
+        tried = ", ".join(f"{r['peak_rate']:g}{mark(r)}" for r in sweep_rows)
+        head = f"| {model} | {batch} | {opt} | {epochs:g} ({warmup:g}) | {tried} |"
         rate = best_rate(sweep_rows)
         if rate is None:
-            print(f"| {model} | {batch} | {opt} | {epochs:g} | {tried} | none trained | | | | |")
+            print(f"{head} none trained | | | | |")
             continue
+        edge = ""
+        if rate == min(r["peak_rate"] for r in sweep_rows) or (opt == "lars" and rate == max(r["peak_rate"] for r in sweep_rows)):
+            edge = " (edge)"
+        elif opt == "sgd" and rate == max(r["peak_rate"] for r in sweep_rows):
+            edge = " (the rule's rate)"
         at_best = sorted((r for r in rows if r["peak_rate"] == rate), key=lambda r: r["seed"])
-        accs = [r["final_accuracy"] for r in at_best]
+        ok = [r for r in at_best if not r["diverged"] and r["final_accuracy"] is not None]
+        accs = [r["final_accuracy"] for r in ok]
         mean = sum(accs) / len(accs)
         spread = max(accs) - min(accs)
-        top = max(r["final_accuracy"] for r in sweep_rows if not r["diverged"])
-        band = sorted(r["peak_rate"] for r in sweep_rows
-                      if not r["diverged"] and r["final_accuracy"] is not None and r["final_accuracy"] >= top - 0.01)
-        band_text = f"{band[0]:g}–{band[-1]:g} ({len(band)} of {len(sweep_rows)})" if len(band) > 1 else f"{band[0]:g} only"
-        seeds = ", ".join(f"{a:.4f}" for a in accs)
-        print(f"| {model} | {batch} | {opt} | {epochs:g} | {tried} | {rate:g} | {seeds} | {mean:.4f} | {spread:.4f} | {band_text} |")
-    print(f"\n{len(results)} runs, {total_wall / 3600:.2f} h of run wall time († diverged)")
+        seeds = ", ".join(f"{r['final_accuracy']:.4f}" if r in ok else f"seed {r['seed']} diverged" for r in at_best)
+        top = max(accs[:1])
+        band = [r["peak_rate"] for r in sweep_rows
+                if not r["diverged"] and r["final_accuracy"] is not None and r["final_accuracy"] >= top - 0.01]
+        contiguous = all(not (min(band) <= r["peak_rate"] <= max(band)) or r["peak_rate"] in band for r in sweep_rows)
+        band_text = (f"{min(band):g}–{max(band):g}" if len(band) > 1 else f"{band[0]:g} only") + f" ({len(band)} of {len(sweep_rows)})"
+        if not contiguous:
+            band_text = ", ".join(f"{b:g}" for b in sorted(band)) + f" ({len(band)} of {len(sweep_rows)})"
+        print(f"{head} {rate:g}{edge} | {seeds} | {mean:.4f} | {spread:.4f} | {band_text} |")
+    print(f"\n{len(results)} runs, {total_wall / 3600:.2f} h of run wall time († diverged: the server ended the job; "
+          f"‡ collapsed: final accuracy at chance)")
 
 
 def parse_args():
@@ -437,15 +467,27 @@ def main():
             if len(failed) >= 3:
                 sys.exit("scripts/experiment: three runs failed; stopping (see the run directories)")
             continue
-        with open(args.results, "a") as f:
+        with open(args.results, "a+") as f:
+            # After a cut last line, start on a line of its own.
+            f.seek(0, os.SEEK_END)
+            if f.tell() > 0:
+                f.seek(f.tell() - 1)
+                if f.read(1) != "\n":
+                    f.write("\n")
             f.write(json.dumps(result, separators=(",", ":")) + "\n")
         results[key] = result
         done_here += 1
         outcome = "diverged" if result["diverged"] else f"final {result['final_accuracy']:.4f}"
         best = f", best {result['best_accuracy']:.4f}" if result["best_accuracy"] is not None else ""
         print(f"scripts/experiment:   {outcome}{best}, {result['steps']} steps, {result['wall_s']:.0f} s", flush=True)
+    minutes = (time.time() - grid_start) / 60
+    if failed:
+        print(f"scripts/experiment: {len(failed)} runs failed ({', '.join(sorted(failed))}); "
+              f"their cells are incomplete; run again to retry them", file=sys.stderr)
+        report(args, results)
+        sys.exit(1)
     print(f"scripts/experiment: grid complete for this selection ({done_here} runs in "
-          f"{(time.time() - grid_start) / 60:.1f} min this sitting); results in {args.results}\n")
+          f"{minutes:.1f} min this sitting); results in {args.results}\n")
     report(args, results)
 
 
