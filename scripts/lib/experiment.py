@@ -34,6 +34,9 @@ OPTIMIZERS = ["sgd", "lars"]
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 # Common to both optimizers (as in configs/fashion-mnist-mlp-*.json).
 MOMENTUM, WEIGHT_DECAY, ETA, POWER = 0.9, 5e-4, 0.001, 2.0
+# A run whose final test accuracy is at or below this has collapsed to chance (10 classes)
+# without the server calling it diverged: it cannot be a cell's best.
+CHANCE = 0.11
 
 
 def sweep(optimizer, batch, count, factor):
@@ -257,8 +260,9 @@ class Runner:
 
 
 def best_rate(rows):
-    """The sweep's winner: highest final accuracy among runs that did not diverge (lower rate on ties)."""
-    ok = [r for r in rows if not r["diverged"] and r["final_accuracy"] is not None]
+    """The sweep's winner: highest final accuracy among runs that neither diverged nor collapsed
+    to chance (lower rate on ties); None when every run did one or the other."""
+    ok = [r for r in rows if not r["diverged"] and r["final_accuracy"] is not None and r["final_accuracy"] > CHANCE]
     if not ok:
         return None
     return max(ok, key=lambda r: (r["final_accuracy"], -r["peak_rate"]))["peak_rate"]
@@ -310,11 +314,6 @@ def plan(args, results):
                 else:
                     runs.append((None, model, batch, opt, None, None))  # seeds follow the sweep
     return runs
-
-
-# A run whose final test accuracy is at or below this has collapsed to chance (10 classes)
-# without the server calling it diverged.
-CHANCE = 0.11
 
 
 def mark(r):
