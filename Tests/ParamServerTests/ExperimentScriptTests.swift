@@ -34,6 +34,13 @@ struct ExperimentScriptTests {
         return (p.terminationStatus, try String(contentsOf: out, encoding: .utf8))
     }
 
+    /// A fresh directory for one test's results, run directories and logs.
+    static func scratchDirectory() throws -> URL {
+        let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lars-experiment-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
     static func results(_ dir: URL) throws -> [[String: Any]] {
         let text = try String(contentsOf: dir.appendingPathComponent("results.jsonl"), encoding: .utf8)
         return try text.split(separator: "\n").map {
@@ -43,8 +50,7 @@ struct ExperimentScriptTests {
 
     @Test("a grid runs every run once, seeds the best rate, and resumes without redoing finished runs")
     func gridAndResume() async throws {
-        let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lars-experiment-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try Self.scratchDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
 
         let (status, output) = try await Self.experiment(dir)
@@ -93,8 +99,7 @@ struct ExperimentScriptTests {
 
     @Test("bad flags are refused with a message naming the flag")
     func badFlags() async throws {
-        let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lars-experiment-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try Self.scratchDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let (status, output) = try await Self.experiment(dir, ["--epochs", "resnet=3"])
         #expect(status == 2)

@@ -105,19 +105,24 @@ def read_results(path):
     return results
 
 
-def read_run_log(path):
+def parse_run_log(lines):
+    """(step records, eval records) of a server run log (JSON lines; a line cut by a kill is skipped)."""
     steps, evals = [], []
-    with open(path) as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill
-            if r.get("type") == "step":
-                steps.append(r)
-            elif r.get("type") == "eval":
-                evals.append(r)
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if r.get("type") == "step":
+            steps.append(r)
+        elif r.get("type") == "eval":
+            evals.append(r)
     return steps, evals
+
+
+def read_run_log(path):
+    with open(path) as f:
+        return parse_run_log(f)
 
 
 class Runner:
@@ -352,7 +357,7 @@ def report(args, results):
         mean = sum(accs) / len(accs)
         spread = max(accs) - min(accs)
         seeds = ", ".join(f"{r['final_accuracy']:.4f}" if r in ok else f"seed {r['seed']} diverged" for r in at_best)
-        top = max(accs[:1])
+        top = accs[0]  # seed 1 at the best rate
         band = [r["peak_rate"] for r in sweep_rows
                 if not r["diverged"] and r["final_accuracy"] is not None and r["final_accuracy"] >= top - 0.01]
         contiguous = all(not (min(band) <= r["peak_rate"] <= max(band)) or r["peak_rate"] in band for r in sweep_rows)

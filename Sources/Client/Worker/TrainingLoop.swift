@@ -131,7 +131,7 @@ public final class TrainingLoop {
                 // The next step's samples are gathered while the gradient is on its way. The next
                 // pull leaves with the push unless an evaluation of these weights is due (it needs
                 // them in hand after the push).
-                while let r = session.takeEvalRequest() { pendingEvals.append(r) }
+                Self.collectEvalRequests(into: &pendingEvals, from: session)
                 let evaluationDue = pendingEvals.contains { $0 <= step }
                 let gradients = GradientSource(buffers: trainer.gradientViews)
                 let pushing = step
@@ -174,7 +174,7 @@ public final class TrainingLoop {
     private func answerEvals(
         _ pending: inout [Int], session: ClientSession, trainer: Trainer, weightsStep: Int
     ) async throws(ClientError) {
-        while let r = session.takeEvalRequest() { pending.append(r) }
+        Self.collectEvalRequests(into: &pending, from: session)
         guard pending.contains(where: { $0 <= weightsStep }) else { return }
         pending.removeAll { $0 <= weightsStep }
         let started = ContinuousClock.now
@@ -184,6 +184,11 @@ public final class TrainingLoop {
             format: "lars-worker rank %d: eval step %d epoch %.2f test_loss %.4f test_accuracy %.4f (%.2f s)\n",
             trainer.rank, weightsStep, Double(weightsStep) / Double(trainer.plan.stepsPerEpoch), loss, accuracy,
             (ContinuousClock.now - started).seconds).utf8))
+    }
+
+    /// Moves the EVAL_REQUEST steps the session has received into `pending`.
+    private static func collectEvalRequests(into pending: inout [Int], from session: ClientSession) {
+        while let r = session.takeEvalRequest() { pending.append(r) }
     }
 
     static func exit(for error: ClientError) -> WorkerExit {
