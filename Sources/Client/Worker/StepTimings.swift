@@ -7,16 +7,15 @@ struct StepTimings {
     var samples = 0
     /// When the step's pull was sent (seconds since 1970), to line steps up with the server's log.
     var start = 0.0
-    /// From sending PULL until the weights are in: waiting for the previous step to close,
-    /// receiving, and gathering this step's samples if that was not done ahead.
+    /// From sending PULL until the weights and this step's samples are in: waiting for the
+    /// previous step to close, receiving, and waiting for the batch if the gatherer fell behind.
     var pull = 0.0
-    /// Copying samples into the batch buffers; overlaps the pull or the previous push, so it
-    /// is part of their time, not added to the wall time.
+    /// Waiting for the gatherer thread (part of `pull`, not added to the wall time); zero when
+    /// the samples were copied beside the previous step's forward/backward.
     var gather = 0.0
     /// Network.lossAndGradient.
     var compute = 0.0
-    /// From PUSH_BEGIN until the server has read the push (the next step's samples are
-    /// gathered meanwhile).
+    /// From PUSH_BEGIN until the server has read the push.
     var push = 0.0
 
     /// The step's wall time, evaluation excluded.

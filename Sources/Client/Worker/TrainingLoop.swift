@@ -88,17 +88,15 @@ public final class TrainingLoop {
                     defer { mark = now }
                     return (now - mark).seconds
                 }
-                // The batch of the step asked for is gathered while the weights are on their way.
+                // The batch of the step asked for is gathered (if the gatherer is not on it
+                // already) while the weights are on their way.
                 let asked = step
+                trainer.prefetch(step: asked)
                 if let pull = nextPull {
                     nextPull = nil
-                    if asked < trainer.totalSteps { timings.gather = trainer.prepare(step: asked) }
                     step = try await pull.value
                 } else {
-                    let weights = WeightTarget(buffers: trainer.weights.buffers)
-                    async let pulled = session.pull(step: asked, into: weights.buffers)
-                    if asked < trainer.totalSteps { timings.gather = trainer.prepare(step: asked) }
-                    step = try await pulled.step
+                    step = try await session.pull(step: asked, into: trainer.weights.buffers).step
                 }
                 timings.pull = lap()
                 try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step)
@@ -124,13 +122,12 @@ public final class TrainingLoop {
                     continue
                 }
                 mark = clock.now
-                timings.gather += trainer.prepare(step: step)   // only after a reconnect or STEP_CLOSED
+                timings.gather = trainer.awaitBatch(step: step)   // zero unless the gatherer fell behind
                 timings.pull += lap()
                 let (loss, n) = trainer.computeGradient(step: step)
                 timings.compute = lap()
-                // The next step's samples are gathered while the gradient is on its way. The next
-                // pull leaves with the push unless an evaluation of these weights is due (it needs
-                // them in hand after the push).
+                // The next pull leaves with the push unless an evaluation of these weights is due
+                // (it needs them in hand after the push).
                 Self.collectEvalRequests(into: &pendingEvals, from: session)
                 let evaluationDue = pendingEvals.contains { $0 <= step }
                 let gradients = GradientSource(buffers: trainer.gradientViews)
@@ -140,10 +137,8 @@ public final class TrainingLoop {
                     let weights = WeightTarget(buffers: trainer.weights.buffers)
                     nextPull = Task { try await session.pull(step: pushing + 1, into: weights.buffers).step }
                 }
-                let ahead = step + 1 < trainer.totalSteps ? trainer.prepare(step: step + 1) : 0
                 let result = try await pushed
                 timings.push = lap()
-                timings.gather += ahead
                 timings.step = step
                 timings.samples = n
                 stats?.append(timings)
