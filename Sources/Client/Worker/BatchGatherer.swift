@@ -22,11 +22,18 @@ final class BatchGatherer: @unchecked Sendable {
     init() {
         let ready = DispatchSemaphore(value: 0)
         let thread = Thread { [self] in
+            #if os(Linux)
+            // Named for top and ps (Thread.name does not reach the OS here, and Glibc's Swift
+            // module lacks pthread_setname_np).
+            if let f = fopen("/proc/thread-self/comm", "w") {
+                fputs("batch-gatherer", f)
+                fclose(f)
+            }
+            #endif
             idlePriority = Self.lowerOwnPriority()
             ready.signal()
             serve()
         }
-        thread.name = "batch-gatherer"
         thread.start()
         ready.wait()
     }
