@@ -1,4 +1,5 @@
 import Dispatch
+import Synchronization
 
 /// What one step did to one tensor: the figures behind `lars_trust_ratio` and /status.
 public struct TensorStepStats: Sendable, Hashable {
@@ -23,8 +24,9 @@ public struct StepReport: Sendable, Hashable {
 ///
 /// A step is one pass over every gradient for ||g||^2 (skipped when the caller supplies it), a
 /// finite check over all tensors before anything changes, then one fused pass over w, g and v
-/// that also yields the next step's ||w||^2. Work is split across threads by whole tensors,
-/// balanced by size, with one join per pass.
+/// that also yields the next step's ||w||^2. Work is split across threads by whole tensors:
+/// each thread claims the next tensor of a fixed order from a shared counter until none is left,
+/// so a thread that gets less memory bandwidth simply takes fewer tensors; one join per pass.
 ///
 /// Not thread-safe: one caller steps at a time. The carried ||w||^2 is valid only while nothing
 /// but this optimizer writes the weights; call `invalidateWeightNorms()` after writing them.
@@ -35,8 +37,13 @@ public final class LARSOptimizer {
     public let adapts: [Bool]
     /// Threads a pass uses (the caller's thread is one of them).
     public let threads: Int
-    /// Tensor indices per thread, largest tensors first to the least-loaded thread.
-    let partition: [[Int]]
+    /// Tensor indices, largest first: the order the update pass claims them in (the largest
+    /// first, so the last claims are small and the threads finish together). The gradient pass
+    /// claims in the reverse order, so the gradients it reads last, the largest, are the first
+    /// the update pass reads, while some of them are still in the last-level cache.
+    let claimOrder: [Int]
+    /// `claimOrder` reversed.
+    let gradientPassOrder: [Int]
     private var weightNormsSquared: [Double]?
 
     public init(config: OptimizerConfig, layout: Layout, threads: Int = 1) throws(ConfigError) {
@@ -46,7 +53,11 @@ public final class LARSOptimizer {
         self.layout = layout
         self.adapts = layout.tensors.map { config.adapts($0) }
         self.threads = min(threads, max(1, layout.tensors.count))
-        self.partition = Self.balance(sizes: layout.tensors.map(\.count), into: self.threads)
+        // Sorted by size, ties in layout order: the same order on every run.
+        self.claimOrder = layout.tensors.indices.sorted {
+            (layout.tensors[$0].count, $1) > (layout.tensors[$1].count, $0)
+        }
+        self.gradientPassOrder = claimOrder.reversed()
     }
 
     /// Forgets the carried ||w||^2 so the next step measures the weights afresh.
@@ -54,26 +65,24 @@ public final class LARSOptimizer {
         weightNormsSquared = nil
     }
 
-    /// Greedy split by size: each tensor, largest first, goes to the thread with the least work.
-    static func balance(sizes: [Int], into parts: Int) -> [[Int]] {
-        var load = [Int](repeating: 0, count: parts)
-        var out = [[Int]](repeating: [], count: parts)
-        for i in sizes.indices.sorted(by: { sizes[$0] > sizes[$1] }) {
-            let target = load.indices.min { load[$0] < load[$1] }!
-            out[target].append(i)
-            load[target] += sizes[i]
+    /// Calls `body` once for every tensor index in `order`, on `threads` threads of the shared
+    /// pool: each takes the next index from a counter until none is left; returns when all are done.
+    private func forEachTensor(in order: [Int], _ body: (Int) -> Void) {
+        if threads == 1 {
+            for i in order { body(i) }
+            return
         }
-        return out
-    }
-
-    private func forEachPart(_ body: (Int) -> Void) {
-        if partition.count == 1 {
-            body(0)
-        } else {
-            // The parts touch disjoint tensors, so handing the closure to the pool is safe.
-            withoutActuallyEscaping(body) { body in
-                let shared = UncheckedSendable(body)
-                DispatchQueue.concurrentPerform(iterations: partition.count) { shared.value($0) }
+        let next = Atomic<Int>(0)
+        // Each index is claimed once, so the calls touch disjoint tensors and handing the closure
+        // to the pool is safe.
+        withoutActuallyEscaping(body) { body in
+            let shared = UncheckedSendable(body)
+            DispatchQueue.concurrentPerform(iterations: threads) { _ in
+                while true {
+                    let k = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                    guard k < order.count else { return }
+                    shared.value(order[k])
+                }
             }
         }
     }
@@ -119,17 +128,15 @@ public final class LARSOptimizer {
             gsq.withUnsafeMutableBufferPointer { gsqP in
                 wsq.withUnsafeMutableBufferPointer { wsqP in
                     gw.withUnsafeMutableBufferPointer { gwP in
-                        forEachPart { part in
-                            for i in partition[part].reversed() {
-                                let g = gradients[i]
-                                let w = UnsafeBufferPointer(weights[i])
-                                if needG { gsqP[i] = OptimizerKernels.sumOfSquares(g) }
-                                if needW {
-                                    let s = OptimizerKernels.sumOfSquares(w)
-                                    wsqP[i] = s.isFinite ? s : OptimizerKernels.exactSumOfSquares(w)
-                                }
-                                if needDot && adapts[i] { gwP[i] = OptimizerKernels.dot(g, w) }
+                        forEachTensor(in: gradientPassOrder) { i in
+                            let g = gradients[i]
+                            let w = UnsafeBufferPointer(weights[i])
+                            if needG { gsqP[i] = OptimizerKernels.sumOfSquares(g) }
+                            if needW {
+                                let s = OptimizerKernels.sumOfSquares(w)
+                                wsqP[i] = s.isFinite ? s : OptimizerKernels.exactSumOfSquares(w)
                             }
+                            if needDot && adapts[i] { gwP[i] = OptimizerKernels.dot(g, w) }
                         }
                     }
                 }
@@ -156,19 +163,15 @@ public final class LARSOptimizer {
 
         // Pass 2: the fused update, which leaves ||w_{t+1}||^2 behind for the next step.
         var next = [Double](repeating: 0, count: n)
-        // The first pass walks each part's tensors smallest first, this one largest first, so the
-        // gradient read last may still be in the last-level cache (a gain within the noise on
-        // the ResNet-50 set: 32 MB of L3 against 102 MB of gradient).
+        // Largest first: the gradients the first pass read last (see `claimOrder`).
         next.withUnsafeMutableBufferPointer { nextP in
-            forEachPart { part in
-                for i in partition[part] {
-                    let w = weights[i]
-                    let out = weightsOut?[i] ?? w
-                    guard let wb = w.baseAddress, let ob = out.baseAddress,
-                          let gb = gradients[i].baseAddress, let vb = momenta[i].baseAddress else { continue }
-                    nextP[i] = OptimizerKernels.fusedUpdate(
-                        w: UnsafePointer(wb), wOut: ob, g: gb, v: vb, count: w.count, coefficients[i])
-                }
+            forEachTensor(in: claimOrder) { i in
+                let w = weights[i]
+                let out = weightsOut?[i] ?? w
+                guard let wb = w.baseAddress, let ob = out.baseAddress,
+                      let gb = gradients[i].baseAddress, let vb = momenta[i].baseAddress else { return }
+                nextP[i] = OptimizerKernels.fusedUpdate(
+                    w: UnsafePointer(wb), wOut: ob, g: gb, v: vb, count: w.count, coefficients[i])
             }
         }
         // A non-finite norm (overflowed in Float) is not carried: the next step measures afresh.

@@ -147,11 +147,45 @@ enum OptimizerKernels {
 
     // The scalars arrive as separate arguments: passed as one struct they reach LLVM packed in a
     // vector register, and the SLP vectorizer then mixes lanes of unrelated products (3x slower).
-    @inline(never)
     static func fusedUpdate(
         w: UnsafePointer<Float>, wOut: UnsafeMutablePointer<Float>,
         g: UnsafePointer<Float>, v: UnsafeMutablePointer<Float>,
         count n: Int, beta sb: Float, m sm: Float, a sa: Float, k1 sk1: Float, k2 sk2: Float
+    ) -> Double {
+        // Without nesterov k2 is 0: the loop that leaves the k2 term out keeps every constant in
+        // a register (baseline x86-64 has 16 SSE registers; the full form spills two per
+        // iteration) and runs 5-10% faster here. k1 v' + 0 d equals k1 v' (up to the sign of a
+        // zero), so both loops give the same weights.
+        if sk2 == 0 {
+            return fusedUpdateWithoutK2(w: w, wOut: wOut, g: g, v: v, count: n, beta: sb, m: sm, a: sa, k1: sk1)
+        }
+        return fusedUpdateWithK2(w: w, wOut: wOut, g: g, v: v, count: n, beta: sb, m: sm, a: sa, k1: sk1, k2: sk2)
+    }
+
+    @inline(never)
+    static func fusedUpdateWithoutK2(
+        w: UnsafePointer<Float>, wOut: UnsafeMutablePointer<Float>,
+        g: UnsafePointer<Float>, v: UnsafeMutablePointer<Float>,
+        count n: Int, beta: Float, m: Float, a: Float, k1: Float
+    ) -> Double {
+        fusedLoop(w: w, wOut: wOut, g: g, v: v, count: n, beta: beta, m: m, a: a, k1: k1, k2: 0, withK2: false)
+    }
+
+    @inline(never)
+    static func fusedUpdateWithK2(
+        w: UnsafePointer<Float>, wOut: UnsafeMutablePointer<Float>,
+        g: UnsafePointer<Float>, v: UnsafeMutablePointer<Float>,
+        count n: Int, beta: Float, m: Float, a: Float, k1: Float, k2: Float
+    ) -> Double {
+        fusedLoop(w: w, wOut: wOut, g: g, v: v, count: n, beta: beta, m: m, a: a, k1: k1, k2: k2, withK2: true)
+    }
+
+    /// The fused pass; `withK2` is a constant at both call sites, so each gets its own loop.
+    @inline(__always)
+    private static func fusedLoop(
+        w: UnsafePointer<Float>, wOut: UnsafeMutablePointer<Float>,
+        g: UnsafePointer<Float>, v: UnsafeMutablePointer<Float>,
+        count n: Int, beta sb: Float, m sm: Float, a sa: Float, k1 sk1: Float, k2 sk2: Float, withK2: Bool
     ) -> Double {
         let pw = UnsafeRawPointer(w), pg = UnsafeRawPointer(g)
         let pv = UnsafeMutableRawPointer(v), po = UnsafeMutableRawPointer(wOut)
@@ -161,7 +195,7 @@ enum OptimizerKernels {
             let w0 = pw.loadUnaligned(fromByteOffset: o, as: V.self)
             let d = pg.loadUnaligned(fromByteOffset: o, as: V.self) + beta * w0
             let nv = m * pv.loadUnaligned(fromByteOffset: o, as: V.self) + a * d
-            let nw = w0 - (k1 * nv + k2 * d)
+            let nw = withK2 ? w0 - (k1 * nv + k2 * d) : w0 - k1 * nv
             pv.storeBytes(of: nv, toByteOffset: o, as: V.self)
             po.storeBytes(of: nw, toByteOffset: o, as: V.self)
             return nw * nw
@@ -185,7 +219,7 @@ enum OptimizerKernels {
         for i in vecEnd..<n {
             let d = g[i] + sb * w[i]
             let nv = sm * v[i] + sa * d
-            let nw = w[i] - (sk1 * nv + sk2 * d)
+            let nw = withK2 ? w[i] - (sk1 * nv + sk2 * d) : w[i] - sk1 * nv
             v[i] = nv
             wOut[i] = nw
             total += Double(nw) * Double(nw)

@@ -34,7 +34,7 @@ struct OptimizerBench: ParsableCommand {
         let norms = grads.map { $0.reduce(0) { $0 + Double($1) * Double($1) } }
         let opt1 = try LARSOptimizer(config: OptimizerConfig(), layout: layout, threads: 1)
         let opt2 = try LARSOptimizer(config: OptimizerConfig(), layout: layout, threads: 2)
-        var samples = [[Double]](repeating: [], count: 5)
+        var samples = [[Double]](repeating: [], count: 6)
         for round in 0..<(rounds + 2) {
             let times = [
                 bandwidthRound(b: scratchB.base, c: scratchC.base, count: params, threads: 1),
@@ -44,12 +44,15 @@ struct OptimizerBench: ParsableCommand {
                 },
                 bandwidthRound(b: scratchB.base, c: scratchC.base, count: params, threads: 2),
                 try BenchClock.seconds { try opt2.step(rate: 1.0, weights: w2.buffers, gradients: grads, momenta: v2.buffers) },
+                try BenchClock.seconds {
+                    try opt2.step(rate: 1.0, weights: w2.buffers, gradients: grads, momenta: v2.buffers, gradientNormsSquared: norms)
+                },
             ]
             if round >= 2 { for (k, t) in times.enumerated() { samples[k].append(t) } }
         }
         let med = samples.map { $0.sorted()[$0.count / 2] }
         let bw1 = Double(params) * 12 / med[0] / 1e9, bw2 = Double(params) * 12 / med[3] / 1e9
-        let t1 = med[1], t1s = med[2], t2 = med[4]
+        let t1 = med[1], t1s = med[2], t2 = med[4], t2s = med[5]
         let floor1 = Double(params) * 20 / (bw1 * 1e9)
         let floor2 = Double(params) * 20 / (bw2 * 1e9)
 
@@ -61,6 +64,8 @@ struct OptimizerBench: ParsableCommand {
         report("optimizer_1t_gsupplied_gparams_per_s", Double(params) / t1s / 1e9)
         report("optimizer_2t_ms", t2 * 1e3)
         report("optimizer_2t_gparams_per_s", Double(params) / t2 / 1e9)
+        report("optimizer_2t_gsupplied_ms", t2s * 1e3)
+        report("optimizer_2t_gsupplied_gparams_per_s", Double(params) / t2s / 1e9)
         report("optimizer_floor_1t_ms", floor1 * 1e3)
         report("optimizer_floor_2t_ms", floor2 * 1e3)
         report("optimizer_1t_ratio_to_bound", floor1 / t1)

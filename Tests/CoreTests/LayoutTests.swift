@@ -1,7 +1,7 @@
 import Testing
 @testable import Core
 
-@Suite("Layouts and the thread partition")
+@Suite("Layouts and the order threads claim tensors in")
 struct LayoutTests {
     @Test func resnet50Shapes() {
         let layout = Layout.resnet50Shapes
@@ -12,22 +12,27 @@ struct LayoutTests {
         #expect(layout.tensors.last == TensorSpec(name: "fc.bias", shape: [1000]))
     }
 
-    /// Every tensor lands in exactly one part, and the parts are balanced by size to within the
-    /// largest tensor.
+    /// The threads claim every tensor exactly once, largest first (ties in layout order), and
+    /// the gradient pass claims them in the reverse order.
     @Test(arguments: [1, 2, 3])
-    func partitionCoversEveryTensorOnce(threads: Int) throws {
+    func claimOrderCoversEveryTensorOnceLargestFirst(threads: Int) throws {
         let layout = Layout.resnet50Shapes
         let optimizer = try LARSOptimizer(config: OptimizerConfig(), layout: layout, threads: threads)
-        #expect(optimizer.partition.count == threads)
-        #expect(optimizer.partition.flatMap { $0 }.sorted() == Array(layout.tensors.indices))
-        let loads = optimizer.partition.map { $0.reduce(0) { $0 + layout.tensors[$1].count } }
-        let largest = layout.tensors.map(\.count).max()!
-        #expect(loads.max()! - loads.min()! <= largest)
+        #expect(optimizer.threads == threads)
+        #expect(optimizer.claimOrder.sorted() == Array(layout.tensors.indices))
+        let sizes = optimizer.claimOrder.map { layout.tensors[$0].count }
+        #expect(sizes == sizes.sorted(by: >))
+        let order = optimizer.claimOrder
+        for (a, b) in zip(order, order.dropFirst()) where layout.tensors[a].count == layout.tensors[b].count {
+            #expect(a < b, "tensors \(a) and \(b) have equal sizes and keep layout order")
+        }
+        #expect(optimizer.gradientPassOrder == optimizer.claimOrder.reversed())
     }
 
     @Test func fewerTensorsThanThreads() throws {
         let layout = Layout([TensorSpec(name: "w", shape: [3])])
         let optimizer = try LARSOptimizer(config: OptimizerConfig(), layout: layout, threads: 2)
-        #expect(optimizer.partition == [[0]])
+        #expect(optimizer.threads == 1)
+        #expect(optimizer.claimOrder == [0])
     }
 }
