@@ -91,4 +91,86 @@ struct TrainerBatchTests {
         try Self.expectMatches(step: 5, trainer: trainer, data: data)
         try Self.expectMatches(step: 1, trainer: trainer, data: data)   // back to an older step
     }
+
+    /// With no patience and both cores kept busy by normal-priority threads (so the idle-priority
+    /// gatherer hardly runs), the training thread copies batches itself — and every step still
+    /// gets exactly its own slice, whichever of the two made the copy.
+    @Test func aStarvedGathererIsTakenOverAndEveryStepStaysExact() throws {
+        let (trainer, data) = try Self.trainer()
+        trainer.gatherPatience = .zero
+        let spinning = Spinners(count: 3)
+        defer { spinning.stop() }
+        for step in 0..<7 {
+            trainer.prefetch(step: step)
+            _ = trainer.awaitBatch(step: step)
+            try Self.expectMatches(step: step, trainer: trainer, data: data)
+        }
+    }
+}
+
+/// Threads that spin at normal priority until stopped.
+final class Spinners: @unchecked Sendable {
+    private let lock = NSLock()
+    private var running = true
+    private let done = DispatchGroup()
+
+    init(count: Int) {
+        for _ in 0..<count {
+            done.enter()
+            Thread { [self] in
+                var x = 0.0
+                while lock.withLock({ running }) {
+                    for i in 0..<10_000 { x += Double(i) }
+                }
+                _ = x
+                done.leave()
+            }.start()
+        }
+    }
+
+    func stop() {
+        lock.withLock { running = false }
+        done.wait()
+    }
+}
+
+/// The gatherer on its own: a bounded wait gives up on a job that does not finish, and an
+/// abandoned job is told to stop at its next check.
+@Suite(.timeLimit(.minutes(1)))
+struct BatchGathererTests {
+    @Test func boundedWaitAndAbandon() {
+        let gatherer = BatchGatherer()
+        defer { gatherer.stop() }
+        let started = DispatchSemaphore(value: 0)
+        let sawStop = DispatchSemaphore(value: 0)
+        gatherer.submit { shouldStop in
+            started.signal()
+            while !shouldStop() { usleep(100) }
+            sawStop.signal()
+        }
+        started.wait()
+        #expect(!gatherer.wait(upTo: .milliseconds(20)), "a job that cannot finish was reported done")
+        #expect(!gatherer.isIdle)
+        gatherer.abandon()
+        sawStop.wait()
+        #expect(gatherer.wait(upTo: .seconds(10)))
+        #expect(gatherer.isIdle)
+
+        // A fresh job after an abandoned one is not told to stop.
+        let finished = DispatchSemaphore(value: 0)
+        gatherer.submit { shouldStop in
+            if !shouldStop() { finished.signal() }
+        }
+        finished.wait()
+        #expect(gatherer.wait(upTo: .seconds(10)))
+    }
+
+    @Test func stopReturnsOnlyOnceTheThreadIsIdle() {
+        let gatherer = BatchGatherer()
+        let release = DispatchSemaphore(value: 0)
+        gatherer.submit { _ in release.wait() }
+        release.signal()
+        gatherer.stop()
+        #expect(gatherer.isIdle)
+    }
 }

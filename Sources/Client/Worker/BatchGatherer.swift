@@ -7,12 +7,20 @@ import Glibc
 /// `SCHED_IDLE`): it runs on a core that nothing else wants — beside the forward/backward when a
 /// core is free, or while this worker waits for a slower peer or for the server — so the copy
 /// leaves the step's critical path, where it used to compete with the push and the server's
-/// update for the two cores. Work is handed over one job at a time; `wait()` blocks until the
-/// job is done (blocking frees this worker's core, so the idle thread then gets it).
+/// update for the two cores.
+///
+/// An idle-priority thread gets almost no CPU while every core is busy (four workers on two
+/// cores, say), so nobody ever waits on it for long: `wait(upTo:)` is bounded, and a caller that
+/// gives up calls `abandon()` and copies the batch itself at normal priority into another
+/// buffer. A job checks `shouldStop` between rows and returns early once abandoned.
 final class BatchGatherer: @unchecked Sendable {
+    /// A copy job; it calls the argument now and then and returns early when it says true.
+    typealias Job = @Sendable (_ shouldStop: () -> Bool) -> Void
+
     private let condition = NSCondition()
-    private var job: (@Sendable () -> Void)?
+    private var job: Job?
     private var working = false
+    private var abandoned = false
     private var stopping = false
 
     /// Whether the thread runs at idle priority (false where the system refused; it then runs
@@ -38,27 +46,48 @@ final class BatchGatherer: @unchecked Sendable {
         ready.wait()
     }
 
-    /// Starts `work` on the gatherer thread. The previous job must be finished (`wait()`).
-    func submit(_ work: @escaping @Sendable () -> Void) {
+    /// Whether no job is queued or running (an abandoned one included).
+    var isIdle: Bool {
+        condition.withLock { !working }
+    }
+
+    /// Starts `work` on the gatherer thread; the gatherer must be idle.
+    func submit(_ work: @escaping Job) {
         condition.lock()
         precondition(job == nil && !working, "BatchGatherer.submit while a job is in flight")
         job = work
         working = true
+        abandoned = false
         condition.broadcast()
         condition.unlock()
     }
 
-    /// Blocks until the job submitted last is done.
-    func wait() {
+    /// Waits until the job submitted last is done, or `timeout` has passed; true when it is done.
+    func wait(upTo timeout: Duration) -> Bool {
+        let deadline = Date(timeIntervalSinceNow: Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
         condition.lock()
-        while working { condition.wait() }
-        condition.unlock()
+        defer { condition.unlock() }
+        while working {
+            if !condition.wait(until: deadline) { return !working }
+        }
+        return true
     }
 
-    /// Lets the thread end once its job, if any, is done.
+    /// Tells the running job to stop at its next check; returns at once. The gatherer is busy
+    /// until the job has returned (`isIdle`).
+    func abandon() {
+        condition.withLock { abandoned = true }
+    }
+
+    /// Lets the thread end once its job, if any, is done (an unstarted job is dropped).
     func stop() {
         condition.lock()
         stopping = true
+        abandoned = true
+        if job != nil {
+            job = nil
+            working = false
+        }
         condition.broadcast()
         while working { condition.wait() }
         condition.unlock()
@@ -74,7 +103,7 @@ final class BatchGatherer: @unchecked Sendable {
             }
             job = nil
             condition.unlock()
-            work()
+            work { [self] in condition.withLock { abandoned } }
             condition.lock()
             working = false
             condition.broadcast()

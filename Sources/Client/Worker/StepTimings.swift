@@ -8,10 +8,11 @@ struct StepTimings {
     /// When the step's pull was sent (seconds since 1970), to line steps up with the server's log.
     var start = 0.0
     /// From sending PULL until the weights and this step's samples are in: waiting for the
-    /// previous step to close, receiving, and waiting for the batch if the gatherer fell behind.
+    /// previous step to close, receiving, and waiting for the batch (or copying it) if the
+    /// gatherer fell behind.
     var pull = 0.0
-    /// Waiting for the gatherer thread (part of `pull`, not added to the wall time); zero when
-    /// the samples were copied beside the previous step's forward/backward.
+    /// Waiting for the gatherer thread or copying the batch on the training thread (part of
+    /// `pull`, not added to the wall time); near zero when the gatherer was ahead.
     var gather = 0.0
     /// Network.lossAndGradient.
     var compute = 0.0

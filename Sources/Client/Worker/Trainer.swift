@@ -13,16 +13,25 @@ final class Trainer {
     let weights: FloatArena
     let gradients: FloatArena
     let gradientViews: [UnsafeBufferPointer<Float>]
-    /// Two batch buffers: the gatherer fills one with the next step's samples while the other's
-    /// gradient is being computed.
+    /// Three batch buffers: the one being computed on, the one the gatherer fills with the next
+    /// step's samples, and a spare for a copy the training thread makes itself when it cannot
+    /// wait for the gatherer (or for an abandoned gather to notice that it was).
     private let batches: [Batch]
-    /// The batch of the step computed last: not overwritten by `prefetch`.
+    /// The batch of the step computed last: not overwritten.
     private var busy = 0
     private var order: (epoch: Int, permutation: [Int])?
     /// Copies samples on a thread of its own at idle priority (see `BatchGatherer`).
-    private let gatherer = BatchGatherer()
+    private let gatherer: BatchGatherer
     /// The buffer the gatherer is filling and for which step.
     private var gathering: (buffer: Int, step: Int, count: Int)?
+    /// A buffer an abandoned gather may still be writing: off limits until the gatherer is idle.
+    private var abandoned: Int?
+    /// How long the training thread waits for a gather in progress before it copies the batch
+    /// itself (the copy takes about 4 ms for 4,096 images).
+    var gatherPatience: Duration = .milliseconds(2)
+    /// Batches the training thread copied itself (the gatherer was not done in time, or was
+    /// not asked): for tests and the curious.
+    private(set) var inlineCopies = 0
 
     /// One step's samples, gathered.
     final class Batch {
@@ -77,45 +86,78 @@ final class Trainer {
         gradients = FloatArena(layout: network.spec.layout)
         gradientViews = gradients.buffers.map { UnsafeBufferPointer($0) }
         let features = network.inputSize
-        batches = (0..<2).map { _ in Batch(capacity: job.share, features: features) }
+        batches = (0..<3).map { _ in Batch(capacity: job.share, features: features) }
+        gatherer = BatchGatherer()   // last: an init that throws must not leave its thread behind
     }
 
     deinit {
         gatherer.stop()
     }
 
-    /// Starts gathering this rank's samples of step `step` on the gatherer thread, into the
-    /// batch buffer not in use, unless a buffer holds them or is being filled with them.
+    /// Starts gathering this rank's samples of step `step` on the gatherer thread, unless a
+    /// buffer holds them or is being filled with them. A gather for another step (after a
+    /// reconnect) is abandoned; while it winds down nothing new starts, and `awaitBatch` copies.
     func prefetch(step: Int) {
         guard step < totalSteps, !batches.contains(where: { $0.step == step }), gathering?.step != step else { return }
-        if gathering != nil { finishGathering() }   // a gather for another step (after a reconnect)
-        let target = 1 - busy
+        if let g = gathering {
+            gatherer.abandon()
+            abandoned = g.buffer
+            gathering = nil
+        }
+        guard gatherer.isIdle else { return }
+        abandoned = nil
+        let target = spareBuffer()
         let batch = batches[target]
         batch.step = nil
-        let (epoch, index) = plan.position(ofStep: step)
-        if order?.epoch != epoch { order = (epoch, plan.permutation(epoch: epoch)) }
-        let indices = plan.slice(ofRank: rank, batch: index, in: order!.permutation)
+        let indices = slice(ofStep: step)
         gathering = (target, step, indices.count)
         let rows = RowCopy(images: batch.images, labels: batch.labels, source: data.train, features: network.inputSize)
-        gatherer.submit { rows.copy(indices) }
+        gatherer.submit { shouldStop in rows.copy(indices, until: shouldStop) }
     }
 
-    /// Waits until step `step`'s samples are in a batch buffer, gathering them first if no one
-    /// has started; returns the seconds waited (zero when the gatherer was ahead).
+    /// Makes sure step `step`'s samples are in a batch buffer: waits up to `gatherPatience` for
+    /// the gatherer if it is on them, otherwise (or then) copies them on this thread. Returns the
+    /// seconds spent (near zero when the gatherer was ahead).
     func awaitBatch(step: Int) -> Double {
         guard !batches.contains(where: { $0.step == step }) else { return 0 }
         let start = ContinuousClock.now
-        prefetch(step: step)
-        finishGathering()
+        if let g = gathering, g.step == step {
+            gathering = nil
+            if gatherer.wait(upTo: gatherPatience) {
+                batches[g.buffer].step = g.step
+                batches[g.buffer].count = g.count
+                return (ContinuousClock.now - start).seconds
+            }
+            gatherer.abandon()
+            abandoned = g.buffer
+        } else if let g = gathering {
+            gatherer.abandon()
+            abandoned = g.buffer
+            gathering = nil
+        }
+        if abandoned != nil && gatherer.isIdle { abandoned = nil }
+        let batch = batches[spareBuffer()]
+        batch.step = nil
+        let indices = slice(ofStep: step)
+        RowCopy(images: batch.images, labels: batch.labels, source: data.train, features: network.inputSize)
+            .copy(indices, until: { false })
+        batch.step = step
+        batch.count = indices.count
+        inlineCopies += 1
         return (ContinuousClock.now - start).seconds
     }
 
-    private func finishGathering() {
-        guard let g = gathering else { return }
-        gatherer.wait()
-        batches[g.buffer].step = g.step
-        batches[g.buffer].count = g.count
-        gathering = nil
+    /// A buffer that is neither computed on, nor being filled, nor possibly written by an
+    /// abandoned gather (three buffers, at most two of them taken).
+    private func spareBuffer() -> Int {
+        batches.indices.first { $0 != busy && $0 != gathering?.buffer && $0 != abandoned }!
+    }
+
+    /// This rank's sample indices of step `step`.
+    private func slice(ofStep step: Int) -> ArraySlice<Int> {
+        let (epoch, index) = plan.position(ofStep: step)
+        if order?.epoch != epoch { order = (epoch, plan.permutation(epoch: epoch)) }
+        return plan.slice(ofRank: rank, batch: index, in: order!.permutation)
     }
 
     /// The mean gradient of step `step`'s samples into `gradients`; returns the mean loss and
@@ -157,10 +199,13 @@ private struct RowCopy: @unchecked Sendable {
     let source: ImageDataset
     let features: Int
 
-    func copy(_ indices: ArraySlice<Int>) {
+    /// Copies the rows in order; checks `shouldStop` every 64 rows and returns early when it
+    /// says true.
+    func copy(_ indices: ArraySlice<Int>, until shouldStop: () -> Bool) {
         source.images.withUnsafeBufferPointer { src in
             source.labels.withUnsafeBufferPointer { y in
                 for (k, i) in indices.enumerated() {
+                    if k % 64 == 0 && shouldStop() { return }
                     (images.baseAddress! + k * features).update(from: src.baseAddress! + i * features, count: features)
                     labels[k] = y[i]
                 }

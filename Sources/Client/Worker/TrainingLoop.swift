@@ -122,7 +122,7 @@ public final class TrainingLoop {
                     continue
                 }
                 mark = clock.now
-                timings.gather = trainer.awaitBatch(step: step)   // zero unless the gatherer fell behind
+                timings.gather = trainer.awaitBatch(step: step)   // near zero unless the gatherer fell behind
                 timings.pull += lap()
                 let (loss, n) = trainer.computeGradient(step: step)
                 timings.compute = lap()
