@@ -38,9 +38,10 @@ public final class LARSOptimizer {
     /// Threads a pass uses (the caller's thread is one of them).
     public let threads: Int
     /// Tensor indices, largest first: the order the update pass claims them in (the largest
-    /// first, so the last claims are small and the threads finish together). The gradient pass
-    /// claims in the reverse order, so the gradients it reads last, the largest, are the first
-    /// the update pass reads, while some of them are still in the last-level cache.
+    /// first, so the last claims are small and the threads finish together). The gradient pass,
+    /// when it runs (the server supplies ||g||^2 and skips it), claims in the reverse order, so
+    /// the gradients it reads last, the largest, are the first the update pass reads, while some
+    /// of them are still in the last-level cache.
     let claimOrder: [Int]
     /// `claimOrder` reversed.
     let gradientPassOrder: [Int]

@@ -154,8 +154,8 @@ enum OptimizerKernels {
     ) -> Double {
         // Without nesterov k2 is 0: the loop that leaves the k2 term out keeps every constant in
         // a register (baseline x86-64 has 16 SSE registers; the full form spills two per
-        // iteration) and runs 5-10% faster here. k1 v' + 0 d equals k1 v' (up to the sign of a
-        // zero), so both loops give the same weights.
+        // iteration) and runs 5-10% faster here. For finite d, k1 v' + 0 d equals k1 v' (up to
+        // the sign of a zero), so both loops give the same weights.
         if sk2 == 0 {
             return fusedUpdateWithoutK2(w: w, wOut: wOut, g: g, v: v, count: n, beta: sb, m: sm, a: sa, k1: sk1)
         }
