@@ -112,4 +112,58 @@ enum AccumulatorKernels {
         }
         return sum
     }
+
+    /// The last contribution of a chunk and the mean in one pass: acc[i] = (acc[i] + x[i]) / total
+    /// (acc[i] / total without `x`), the same operations in the same order as `add` then `mean`,
+    /// so the same bits. Instead of a running total it writes the terms `mean` would add, in
+    /// order — one Double per block, then one per tail element — into `terms`, which must hold
+    /// `termCapacity(count:)`; returns how many it wrote. Adding them one by one onto the running
+    /// total at the step's close gives `mean`'s result bit for bit. Reads 8 bytes (4 without
+    /// `x`) and writes 4 per element.
+    static func finalize(
+        _ acc: UnsafeMutablePointer<Float>, adding x: UnsafePointer<Float>?, count n: Int, total: Float,
+        terms: UnsafeMutablePointer<Double>
+    ) -> Int {
+        let pa = UnsafeMutableRawPointer(acc)
+        let d = V(repeating: total)
+        let vecEnd = n - n % stride
+        var written = 0
+        var start = 0
+        @inline(__always) func load(_ o: Int) -> V {
+            let a = pa.loadUnaligned(fromByteOffset: o, as: V.self)
+            guard let x else { return a }
+            return a + UnsafeRawPointer(x).loadUnaligned(fromByteOffset: o, as: V.self)
+        }
+        while start < vecEnd {
+            let end = min(start + block, vecEnd)
+            var a0 = V(), a1 = V()
+            var i = start
+            while i < end {
+                let o = i &* 4
+                let x0 = load(o) / d
+                let x1 = load(o &+ vbytes) / d
+                pa.storeBytes(of: x0, toByteOffset: o, as: V.self)
+                pa.storeBytes(of: x1, toByteOffset: o &+ vbytes, as: V.self)
+                a0 += x0 * x0
+                a1 += x1 * x1
+                i &+= stride
+            }
+            terms[written] = Double((a0 + a1).sum())
+            written += 1
+            start = end
+        }
+        for i in vecEnd..<n {
+            let v = (x.map { acc[i] + $0[i] } ?? acc[i]) / total
+            acc[i] = v
+            terms[written] = Double(v) * Double(v)
+            written += 1
+        }
+        return written
+    }
+
+    /// Room `finalize` needs for a chunk of `count` elements.
+    static func termCapacity(count n: Int) -> Int {
+        (n + block - 1) / block + stride
+    }
 }
+

@@ -69,6 +69,13 @@ final class StepCoordinator: @unchecked Sendable {
     private var chunkSamples: [Int]
     private var addedBy: [[Bool]]
     private var chunksAdded: [Int]
+    /// Chunks whose last contribution has been added and turned into the mean on arrival (every
+    /// rank of the job added it), with the terms of their ||g||^2 (`AccumulatorKernels.finalize`)
+    /// at `termOffset[i]` in `finalTerms`, `termCount[i]` of them: the close only adds those up.
+    private var finalized: [Bool]
+    private var termCount: [Int]
+    private let termOffset: [Int]
+    private let finalTerms: UnsafeMutablePointer<Double>
     private var poison: (rank: Int, tensor: String)?
     private var stepStarted = NIODeadline.now()
     private var deadlineTask: Scheduled<Void>?
@@ -115,8 +122,22 @@ final class StepCoordinator: @unchecked Sendable {
         self.chunkSamples = Array(repeating: 0, count: grid.count)
         self.addedBy = Array(repeating: Array(repeating: false, count: job.workers), count: grid.count)
         self.chunksAdded = Array(repeating: 0, count: job.workers)
+        self.finalized = Array(repeating: false, count: grid.count)
+        self.termCount = Array(repeating: 0, count: grid.count)
+        var offsets: [Int] = []
+        var terms = 0
+        for range in grid.ranges {
+            offsets.append(terms)
+            terms += AccumulatorKernels.termCapacity(count: Int(range.count))
+        }
+        self.termOffset = offsets
+        self.finalTerms = .allocate(capacity: max(terms, 1))
         self.snapshot = WeightSnapshot(step: 0, chunks: [], ranges: [])
         self.finished = eventLoop.makePromise(of: JobOutcome.self)
+    }
+
+    deinit {
+        finalTerms.deallocate()
     }
 
     /// Completes when the job has ended.
@@ -254,9 +275,17 @@ final class StepCoordinator: @unchecked Sendable {
             dst.update(from: staged, count: count)
         } else {
             let dst = accumulator.buffers[tensor].baseAddress! + Int(range.offset)
-            if chunkSamples[index] == 0 {
-                dst.update(from: staged, count: count)
-            } else {
+            // The job's last rank to add this chunk turns it into the mean right away, so the
+            // close has no pass over it (and the mean overlaps the chunks still arriving).
+            let last = addedBy[index].lazy.filter { $0 }.count + 1 == job.workers
+            let first = chunkSamples[index] == 0
+            if first { dst.update(from: staged, count: count) }
+            if last {
+                termCount[index] = AccumulatorKernels.finalize(
+                    dst, adding: first ? nil : staged, count: count, total: Float(chunkSamples[index] + n),
+                    terms: finalTerms + termOffset[index])
+                finalized[index] = true
+            } else if !first {
                 AccumulatorKernels.add(staged, into: dst, count: count)
             }
         }
@@ -295,6 +324,11 @@ final class StepCoordinator: @unchecked Sendable {
         var gsq = [Double](repeating: 0, count: layout.tensors.count)
         for (index, range) in grid.ranges.enumerated() {
             let tensor = Int(range.tensor)
+            if finalized[index] {
+                let terms = finalTerms + termOffset[index]
+                for k in 0..<termCount[index] { gsq[tensor] += terms[k] }
+                continue
+            }
             let p = accumulator.buffers[tensor].baseAddress! + Int(range.offset)
             let total = chunkSamples[index]
             if total == 0 {
@@ -386,6 +420,7 @@ final class StepCoordinator: @unchecked Sendable {
         for i in chunkSamples.indices { chunkSamples[i] = 0 }
         for i in addedBy.indices { for r in addedBy[i].indices { addedBy[i][r] = false } }
         for r in chunksAdded.indices { chunksAdded[r] = 0 }
+        for i in finalized.indices { finalized[i] = false }
         poison = nil
         beginStep()
     }
