@@ -5,7 +5,7 @@
  * same 25,557,032 parameters in 2 MiB-aligned huge-page arenas, timed against the same bound
  * (in-place b += s*c, 12 bytes per element, 20 bytes per parameter for the floor).
  *
- *   cc -O2 -o /tmp/optimizer-ceiling scripts/probes/optimizer-ceiling.c && /tmp/optimizer-ceiling
+ *   cc -O2 -o /tmp/optimizer-ceiling scripts/probes/optimizer-ceiling.c && /tmp/optimizer-ceiling [elements]
  *
  * It prints the median of 31 rounds of each figure (rounds alternate between the figures, as in
  * lars-bench). If C with the same memory traffic (24 bytes per
@@ -104,8 +104,10 @@ static int by_value(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-int main(void) {
-    long n = PARAMS;
+int main(int argc, char **argv) {
+    /* The element count may be given as the first argument (default: the ResNet-50 set). */
+    long n = argc > 1 ? atol(argv[1]) : PARAMS;
+    if (n < 64) n = PARAMS;
     float *w = arena(n), *g = arena(n), *v = arena(n), *b = arena(n), *c = arena(n);
     for (long i = 0; i < n; i++) {
         w[i] = 0.01f * (float)((i % 13) - 6);
