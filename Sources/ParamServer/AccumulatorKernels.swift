@@ -83,33 +83,8 @@ enum AccumulatorKernels {
     /// start at multiples of the block size, so passing the running total across a tensor's
     /// chunks reproduces the optimizer's own norm bit for bit). Reads and writes 4 bytes.
     static func mean(_ acc: UnsafeMutablePointer<Float>, count n: Int, total: Float, running: Double) -> Double {
-        let pa = UnsafeMutableRawPointer(acc)
-        let d = V(repeating: total)
-        let vecEnd = n - n % stride
         var sum = running
-        var start = 0
-        while start < vecEnd {
-            let end = min(start + block, vecEnd)
-            var a0 = V(), a1 = V()
-            var i = start
-            while i < end {
-                let o = i &* 4
-                let x0 = pa.loadUnaligned(fromByteOffset: o, as: V.self) / d
-                let x1 = pa.loadUnaligned(fromByteOffset: o &+ vbytes, as: V.self) / d
-                pa.storeBytes(of: x0, toByteOffset: o, as: V.self)
-                pa.storeBytes(of: x1, toByteOffset: o &+ vbytes, as: V.self)
-                a0 += x0 * x0
-                a1 += x1 * x1
-                i &+= stride
-            }
-            sum += Double((a0 + a1).sum())
-            start = end
-        }
-        for i in vecEnd..<n {
-            let x = acc[i] / total
-            acc[i] = x
-            sum += Double(x) * Double(x)
-        }
+        meanPass(acc, adding: nil, count: n, total: total) { sum += $0 }
         return sum
     }
 
@@ -124,10 +99,25 @@ enum AccumulatorKernels {
         _ acc: UnsafeMutablePointer<Float>, adding x: UnsafePointer<Float>?, count n: Int, total: Float,
         terms: UnsafeMutablePointer<Double>
     ) -> Int {
+        var written = 0
+        meanPass(acc, adding: x, count: n, total: total) { term in
+            terms[written] = term
+            written += 1
+        }
+        return written
+    }
+
+    /// The pass `mean` and `finalize` share: acc[i] = (acc[i] + x[i]) / total (without `x`,
+    /// acc[i] / total), handing `term` the parts of the results' sum of squares in the order
+    /// they are summed: one Double per block of `block` elements, then one per tail element.
+    @inline(__always)
+    private static func meanPass(
+        _ acc: UnsafeMutablePointer<Float>, adding x: UnsafePointer<Float>?, count n: Int, total: Float,
+        term: (Double) -> Void
+    ) {
         let pa = UnsafeMutableRawPointer(acc)
         let d = V(repeating: total)
         let vecEnd = n - n % stride
-        var written = 0
         var start = 0
         @inline(__always) func load(_ o: Int) -> V {
             let a = pa.loadUnaligned(fromByteOffset: o, as: V.self)
@@ -148,17 +138,14 @@ enum AccumulatorKernels {
                 a1 += x1 * x1
                 i &+= stride
             }
-            terms[written] = Double((a0 + a1).sum())
-            written += 1
+            term(Double((a0 + a1).sum()))
             start = end
         }
         for i in vecEnd..<n {
             let v = (x.map { acc[i] + $0[i] } ?? acc[i]) / total
             acc[i] = v
-            terms[written] = Double(v) * Double(v)
-            written += 1
+            term(Double(v) * Double(v))
         }
-        return written
     }
 
     /// Room `finalize` needs for a chunk of `count` elements.

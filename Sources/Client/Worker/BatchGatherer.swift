@@ -23,10 +23,6 @@ final class BatchGatherer: @unchecked Sendable {
     private var abandoned = false
     private var stopping = false
 
-    /// Whether the thread runs at idle priority (false where the system refused; it then runs
-    /// at the lowest nice level, or as a normal thread).
-    private(set) var idlePriority = false
-
     init() {
         let ready = DispatchSemaphore(value: 0)
         let thread = Thread { [self] in
@@ -38,7 +34,7 @@ final class BatchGatherer: @unchecked Sendable {
                 fclose(f)
             }
             #endif
-            idlePriority = Self.lowerOwnPriority()
+            Self.lowerOwnPriority()
             ready.signal()
             serve()
         }
@@ -64,7 +60,7 @@ final class BatchGatherer: @unchecked Sendable {
 
     /// Waits until the job submitted last is done, or `timeout` has passed; true when it is done.
     func wait(upTo timeout: Duration) -> Bool {
-        let deadline = Date(timeIntervalSinceNow: Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
+        let deadline = Date(timeIntervalSinceNow: timeout.seconds)
         condition.lock()
         defer { condition.unlock() }
         while working {
@@ -115,14 +111,15 @@ final class BatchGatherer: @unchecked Sendable {
     /// Swift module does not see).
     private static let schedIdle: Int32 = 5
 
-    /// Puts the calling thread at idle priority; true when `SCHED_IDLE` took.
-    private static func lowerOwnPriority() -> Bool {
+    /// Puts the calling thread at idle priority, or at the lowest nice level where the system
+    /// refuses `SCHED_IDLE`.
+    private static func lowerOwnPriority() {
         #if os(Linux)
         var param = sched_param()
         param.sched_priority = 0
-        if sched_setscheduler(0, schedIdle, &param) == 0 { return true }
-        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
+        if sched_setscheduler(0, schedIdle, &param) != 0 {
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
+        }
         #endif
-        return false
     }
 }

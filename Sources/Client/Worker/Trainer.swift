@@ -29,9 +29,6 @@ final class Trainer {
     /// How long the training thread waits for a gather in progress before it copies the batch
     /// itself (the copy takes about 4 ms for 4,096 images).
     var gatherPatience: Duration = .milliseconds(2)
-    /// Batches the training thread copied itself (the gatherer was not done in time, or was
-    /// not asked): for tests and the curious.
-    private(set) var inlineCopies = 0
 
     /// One step's samples, gathered.
     final class Batch {
@@ -99,19 +96,11 @@ final class Trainer {
     /// reconnect) is abandoned; while it winds down nothing new starts, and `awaitBatch` copies.
     func prefetch(step: Int) {
         guard step < totalSteps, !batches.contains(where: { $0.step == step }), gathering?.step != step else { return }
-        if let g = gathering {
-            gatherer.abandon()
-            abandoned = g.buffer
-            gathering = nil
-        }
+        abandonGather()
         guard gatherer.isIdle else { return }
         abandoned = nil
-        let target = spareBuffer()
-        let batch = batches[target]
-        batch.step = nil
-        let indices = slice(ofStep: step)
+        let (target, rows, indices) = rowCopy(step: step)
         gathering = (target, step, indices.count)
-        let rows = RowCopy(images: batch.images, labels: batch.labels, source: data.train, features: network.inputSize)
         gatherer.submit { shouldStop in rows.copy(indices, until: shouldStop) }
     }
 
@@ -121,36 +110,39 @@ final class Trainer {
     func awaitBatch(step: Int) -> Double {
         guard !batches.contains(where: { $0.step == step }) else { return 0 }
         let start = ContinuousClock.now
-        if let g = gathering, g.step == step {
+        if let g = gathering, g.step == step, gatherer.wait(upTo: gatherPatience) {
             gathering = nil
-            if gatherer.wait(upTo: gatherPatience) {
-                batches[g.buffer].step = g.step
-                batches[g.buffer].count = g.count
-                return (ContinuousClock.now - start).seconds
-            }
-            gatherer.abandon()
-            abandoned = g.buffer
-        } else if let g = gathering {
-            gatherer.abandon()
-            abandoned = g.buffer
-            gathering = nil
+            batches[g.buffer].step = g.step
+            batches[g.buffer].count = g.count
+            return (ContinuousClock.now - start).seconds
         }
+        abandonGather()   // late, or for another step
         if abandoned != nil && gatherer.isIdle { abandoned = nil }
-        let batch = batches[spareBuffer()]
-        batch.step = nil
-        let indices = slice(ofStep: step)
-        RowCopy(images: batch.images, labels: batch.labels, source: data.train, features: network.inputSize)
-            .copy(indices, until: { false })
-        batch.step = step
-        batch.count = indices.count
-        inlineCopies += 1
+        let (target, rows, indices) = rowCopy(step: step)
+        rows.copy(indices, until: { false })
+        batches[target].step = step
+        batches[target].count = indices.count
         return (ContinuousClock.now - start).seconds
     }
 
-    /// A buffer that is neither computed on, nor being filled, nor possibly written by an
-    /// abandoned gather (three buffers, at most two of them taken).
-    private func spareBuffer() -> Int {
-        batches.indices.first { $0 != busy && $0 != gathering?.buffer && $0 != abandoned }!
+    /// Tells the gather in flight, if any, to stop; its buffer stays off limits until the
+    /// gatherer is idle.
+    private func abandonGather() {
+        guard let g = gathering else { return }
+        gatherer.abandon()
+        abandoned = g.buffer
+        gathering = nil
+    }
+
+    /// The copy of step `step`'s rows into a spare batch buffer — one neither computed on, nor
+    /// being filled, nor possibly written by an abandoned gather (three buffers, at most two of
+    /// them taken), marked empty until the copy is known to be done — and those rows.
+    private func rowCopy(step: Int) -> (target: Int, rows: RowCopy, indices: ArraySlice<Int>) {
+        let target = batches.indices.first { $0 != busy && $0 != gathering?.buffer && $0 != abandoned }!
+        let batch = batches[target]
+        batch.step = nil
+        let rows = RowCopy(images: batch.images, labels: batch.labels, source: data.train, features: network.inputSize)
+        return (target, rows, slice(ofStep: step))
     }
 
     /// This rank's sample indices of step `step`.
