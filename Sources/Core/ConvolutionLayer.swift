@@ -49,13 +49,15 @@ final class ConvolutionLayer: Layer {
     func backward(
         _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>,
         dx: UnsafeMutablePointer<Float>?, batch: Int,
-        weights: [UnsafeBufferPointer<Float>], gradients: [UnsafeMutableBufferPointer<Float>]
+        weights: [UnsafeBufferPointer<Float>], gradients: [UnsafeMutableBufferPointer<Float>], accumulate: Bool
     ) {
         if relu { LayerKernels.reluMask(dy, output: y, count: batch * outputSize) }
         let w = weights[weightIndex].baseAddress!
         let dw = gradients[weightIndex], db = gradients[weightIndex + 1]
-        dw.update(repeating: 0)
-        db.update(repeating: 0)
+        if !accumulate {
+            dw.update(repeating: 0)
+            db.update(repeating: 0)
+        }
         let plane = height * width, taps = inChannels * kernel * kernel
         for s in 0..<batch {
             let dys = dy + s * outputSize

@@ -7,9 +7,10 @@ protocol Layer: AnyObject {
     /// y = layer(x) for `batch` samples.
     func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, weights: [UnsafeBufferPointer<Float>])
     /// Given x, y and dL/dy (which it may overwrite), writes dL/dx when `dx` is given and
-    /// overwrites its parameters' gradients.
+    /// writes its parameters' gradients: over what they held, or added to it when `accumulate`
+    /// (the later passes of a batch larger than the network's scratch).
     func backward(
         _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>,
         dx: UnsafeMutablePointer<Float>?, batch: Int,
-        weights: [UnsafeBufferPointer<Float>], gradients: [UnsafeMutableBufferPointer<Float>])
+        weights: [UnsafeBufferPointer<Float>], gradients: [UnsafeMutableBufferPointer<Float>], accumulate: Bool)
 }

@@ -66,9 +66,12 @@ enum LayerKernels {
         }
     }
 
-    /// db[j] = sum over rows of dy[r, j] (overwrites db): a linear layer's bias gradient.
-    static func columnSums(_ dy: UnsafePointer<Float>, rows: Int, width: Int, into db: UnsafeMutablePointer<Float>) {
-        db.update(repeating: 0, count: width)
+    /// db[j] = sum over rows of dy[r, j] (or db[j] += that sum when `accumulate`): a linear
+    /// layer's bias gradient.
+    static func columnSums(
+        _ dy: UnsafePointer<Float>, rows: Int, width: Int, into db: UnsafeMutablePointer<Float>, accumulate: Bool = false
+    ) {
+        if !accumulate { db.update(repeating: 0, count: width) }
         let vectorEnd = width & ~7
         for r in 0..<rows {
             let row = dy + r * width

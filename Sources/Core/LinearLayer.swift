@@ -22,13 +22,14 @@ final class LinearLayer: Layer {
     func backward(
         _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>,
         dx: UnsafeMutablePointer<Float>?, batch: Int,
-        weights: [UnsafeBufferPointer<Float>], gradients: [UnsafeMutableBufferPointer<Float>]
+        weights: [UnsafeBufferPointer<Float>], gradients: [UnsafeMutableBufferPointer<Float>], accumulate: Bool
     ) {
         if relu { LayerKernels.reluMask(dy, output: y, count: batch * outputSize) }
-        // dW = dY^T X: [out, batch] x [batch, in].
+        // dW (+)= dY^T X: [out, batch] x [batch, in].
         BLAS.sgemm(transA: true, transB: false, m: outputSize, n: inputSize, k: batch,
-                   a: dy, b: x, c: gradients[weightIndex].baseAddress!)
-        LayerKernels.columnSums(dy, rows: batch, width: outputSize, into: gradients[weightIndex + 1].baseAddress!)
+                   a: dy, b: x, beta: accumulate ? 1 : 0, c: gradients[weightIndex].baseAddress!)
+        LayerKernels.columnSums(dy, rows: batch, width: outputSize, into: gradients[weightIndex + 1].baseAddress!,
+                                accumulate: accumulate)
         if let dx {
             // dX = dY W: [batch, out] x [out, in].
             BLAS.sgemm(transA: false, transB: false, m: batch, n: inputSize, k: outputSize,

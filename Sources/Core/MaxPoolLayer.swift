@@ -26,7 +26,7 @@ final class MaxPoolLayer: Layer {
     func backward(
         _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>,
         dx: UnsafeMutablePointer<Float>?, batch: Int,
-        weights: [UnsafeBufferPointer<Float>], gradients: [UnsafeMutableBufferPointer<Float>]
+        weights: [UnsafeBufferPointer<Float>], gradients: [UnsafeMutableBufferPointer<Float>], accumulate: Bool
     ) {
         guard let dx else { return }
         LayerKernels.maxPool2Backward(dy, argmax: argmax, planes: batch * channels, height: height, width: width, into: dx)

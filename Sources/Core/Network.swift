@@ -23,6 +23,11 @@ public final class Network {
     /// The model names that have layers.
     public static let trainableModels = ["mlp", "cnn"]
 
+    /// Samples per pass a worker uses by default: the MLP's GEMMs run at full speed from 1,024
+    /// rows on, and 2,048 keeps its scratch near 20 MB; a CNN sample needs about 200 KB of
+    /// activations and gradients, so 256 keeps the CNN's scratch near 50 MB.
+    public static let passSize = ["mlp": 2048, "cnn": 256]
+
     /// Builds the layers of `spec`, which must be the built-in `mlp` or `cnn` (same name and
     /// layout), with scratch for `maxBatch` samples.
     public init(spec: ModelSpec, maxBatch: Int) throws(NetworkError) {
@@ -75,27 +80,41 @@ public final class Network {
     /// (row-major), `labels` `count` class indices. Overwrites `gradients` (one buffer per
     /// tensor, layout order) with the mean gradient of the loss over the batch, and returns the
     /// mean loss and the number of samples whose largest logit is their label.
+    ///
+    /// A batch larger than `maxBatch` runs in passes of up to `maxBatch` samples, the later
+    /// passes adding to the parameter gradients: every pass scales by 1/count, so the result
+    /// is the batch mean whatever the split (up to Float rounding of the sums). Passes keep the
+    /// scratch, and the memory traffic, small: two workers on two cores slow each other down
+    /// when each streams a whole large batch through the shared cache.
     @discardableResult
     public func lossAndGradient(
         weights: [UnsafeBufferPointer<Float>], images: UnsafeBufferPointer<Float>,
         labels: UnsafeBufferPointer<UInt8>, count: Int, gradients: [UnsafeMutableBufferPointer<Float>]
     ) throws(NetworkError) -> (loss: Double, correct: Int) {
-        try check(weights.lazy.map(\.count), count: count, images: images.count, labels: labels)
-        try check(gradients.lazy.map(\.count), count: count, images: images.count, labels: labels)
-        let x = images.baseAddress!
-        forward(x, count: count, weights: weights)
-        let logits = activations[layers.count - 1]
-        var dy = gradientScratch.0, other = gradientScratch.1
-        let result = LayerKernels.softmaxCrossEntropy(
-            logits: logits, labels: labels.baseAddress!, rows: count, classes: classCount,
-            gradient: dy, scale: 1 / Float(count))
-        for i in layers.indices.reversed() {
-            let input = i == 0 ? x : UnsafePointer(activations[i - 1])
-            layers[i].backward(input, activations[i], dy: dy, dx: i == 0 ? nil : other, batch: count,
-                               weights: weights, gradients: gradients)
-            swap(&dy, &other)
+        try check(weights.lazy.map(\.count), count: count, limit: nil, images: images.count, labels: labels)
+        try check(gradients.lazy.map(\.count), count: count, limit: nil, images: images.count, labels: labels)
+        let scale = 1 / Float(count)
+        var lossSum = 0.0, correct = 0
+        var start = 0
+        while start < count {
+            let n = min(maxBatch, count - start)
+            let x = images.baseAddress! + start * inputSize
+            forward(x, count: n, weights: weights)
+            var dy = gradientScratch.0, other = gradientScratch.1
+            let result = LayerKernels.softmaxCrossEntropy(
+                logits: activations[layers.count - 1], labels: labels.baseAddress! + start, rows: n, classes: classCount,
+                gradient: dy, scale: scale)
+            for i in layers.indices.reversed() {
+                let input = i == 0 ? x : UnsafePointer(activations[i - 1])
+                layers[i].backward(input, activations[i], dy: dy, dx: i == 0 ? nil : other, batch: n,
+                                   weights: weights, gradients: gradients, accumulate: start > 0)
+                swap(&dy, &other)
+            }
+            lossSum += result.loss
+            correct += result.correct
+            start += n
         }
-        return (result.loss / Double(count), result.correct)
+        return (lossSum / Double(count), correct)
     }
 
     /// `lossAndGradient` with labels in an array.
@@ -115,7 +134,7 @@ public final class Network {
         weights: [UnsafeBufferPointer<Float>], images: UnsafeBufferPointer<Float>, labels: UnsafeBufferPointer<UInt8>
     ) throws(NetworkError) -> (loss: Double, accuracy: Double) {
         let total = labels.count
-        guard total > 0 else { throw .batchSize(count: 0, maxBatch: maxBatch) }
+        guard total > 0 else { throw .batchSize(count: 0, maxBatch: nil) }
         var loss = 0.0, correct = 0
         var start = 0
         while start < total {
@@ -143,7 +162,7 @@ public final class Network {
     func logitsLoss(
         weights: [UnsafeBufferPointer<Float>], images: UnsafeBufferPointer<Float>, labels: UnsafeBufferPointer<UInt8>, count: Int
     ) throws(NetworkError) -> (loss: Double, correct: Int) {
-        try check(weights.lazy.map(\.count), count: count, images: images.count, labels: labels)
+        try check(weights.lazy.map(\.count), count: count, limit: maxBatch, images: images.count, labels: labels)
         forward(images.baseAddress!, count: count, weights: weights)
         return LayerKernels.softmaxCrossEntropy(
             logits: activations[layers.count - 1], labels: labels.baseAddress!, rows: count, classes: classCount,
@@ -156,8 +175,10 @@ public final class Network {
         }
     }
 
-    /// Checks buffer sizes against the layout, the batch against the scratch and the labels.
-    private func check(_ counts: some Collection<Int>, count: Int, images: Int, labels: UnsafeBufferPointer<UInt8>) throws(NetworkError) {
+    /// Checks buffer sizes against the layout, the batch against `limit` (if any) and the labels.
+    private func check(
+        _ counts: some Collection<Int>, count: Int, limit: Int?, images: Int, labels: UnsafeBufferPointer<UInt8>
+    ) throws(NetworkError) {
         let tensors = spec.layout.tensors
         guard counts.count == tensors.count else {
             throw .tensorCountMismatch(model: spec.name, expected: tensors.count, actual: counts.count)
@@ -165,7 +186,7 @@ public final class Network {
         for (t, n) in zip(tensors, counts) where t.count != n {
             throw .bufferMismatch(model: spec.name, tensor: t.name, expected: t.count, actual: n)
         }
-        guard count >= 1, count <= maxBatch else { throw .batchSize(count: count, maxBatch: maxBatch) }
+        guard count >= 1, count <= limit ?? Int.max else { throw .batchSize(count: count, maxBatch: limit) }
         guard images >= count * inputSize else { throw .inputTooShort(what: "images", expected: count * inputSize, actual: images) }
         guard labels.count >= count else { throw .inputTooShort(what: "labels", expected: count, actual: labels.count) }
         for i in 0..<count where Int(labels[i]) >= classCount {

@@ -2,8 +2,9 @@
 public enum NetworkError: Error, Equatable, CustomStringConvertible {
     /// No layers exist for this model (only the built-in `mlp` and `cnn` have them).
     case unsupportedModel(name: String, supported: [String])
-    /// The batch is empty or larger than the scratch space was sized for.
-    case batchSize(count: Int, maxBatch: Int)
+    /// The batch is empty, or larger than a call that takes one pass was sized for (`maxBatch`;
+    /// nil where any size >= 1 runs, in passes).
+    case batchSize(count: Int, maxBatch: Int?)
     /// The weight or gradient buffers do not match the layout.
     case bufferMismatch(model: String, tensor: String, expected: Int, actual: Int)
     /// A different number of weight or gradient buffers than the layout has tensors.
@@ -18,7 +19,7 @@ public enum NetworkError: Error, Equatable, CustomStringConvertible {
         case .unsupportedModel(let name, let supported):
             return "model \"\(name)\" has no layers to train; trainable models: \(supported.joined(separator: ", "))"
         case .batchSize(let count, let maxBatch):
-            return "batch of \(count) samples; this network takes 1...\(maxBatch)"
+            return "batch of \(count) samples; this network takes \(maxBatch.map { "1...\($0)" } ?? "1 or more")"
         case .bufferMismatch(let model, let tensor, let expected, let actual):
             return "model \(model): buffer for tensor '\(tensor)' holds \(actual) elements, layout says \(expected)"
         case .tensorCountMismatch(let model, let expected, let actual):

@@ -15,6 +15,7 @@ struct LarsWorker: AsyncParsableCommand {
     @Option(help: "The server's worker address.") var server = "127.0.0.1:7070"
     @Option(name: .customLong("auth-token-file"), help: "File whose first line is the server's auth token.") var authTokenFile: String?
     @Option(help: "OpenBLAS threads.") var threads = 1
+    @Option(name: .customLong("micro-batch"), help: "Samples per forward/backward pass; a larger share runs in passes (default: 2048 for mlp, 256 for cnn).") var microBatch: Int?
     @Option(help: "Name shown in the server's logs and /status (default host:pid).") var name: String?
     @Option(help: "The rank to ask for (default: any free one).") var rank: Int?
     @Option(name: .customLong("reconnect-timeout"), help: "Seconds to keep trying to reach the server.") var reconnectTimeout = 60.0
@@ -42,6 +43,7 @@ struct LarsWorker: AsyncParsableCommand {
     func validate() throws {
         guard parsedServer != nil else { throw ValidationError("--server \(server): expected HOST:PORT with a port in 1...65535") }
         guard threads >= 1 else { throw ValidationError("--threads \(threads): expected at least 1") }
+        if let microBatch, microBatch < 1 { throw ValidationError("--micro-batch \(microBatch): expected at least 1") }
         guard reconnectTimeout > 0, reconnectTimeout.isFinite else { throw ValidationError("--reconnect-timeout \(reconnectTimeout): expected seconds > 0") }
         if let rank, rank < 0 { throw ValidationError("--rank \(rank): expected a rank >= 0") }
         guard progressEvery >= 0 else { throw ValidationError("--progress-every \(progressEvery): expected >= 0") }
@@ -60,6 +62,7 @@ struct LarsWorker: AsyncParsableCommand {
         var options = WorkerOptions(name: name ?? "\(ProcessInfo.processInfo.hostName):\(getpid())")
         (options.host, options.port) = parsedServer!
         options.blasThreads = threads
+        options.microBatch = microBatch
         options.wantedRank = rank
         options.reconnectTimeout = .milliseconds(Int64(reconnectTimeout * 1000))
         options.dataDirectory = dataDir

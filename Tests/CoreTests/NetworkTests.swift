@@ -100,6 +100,28 @@ import Testing
         for (x, y) in zip(small.gradients.buffers, large.gradients.buffers) { #expect(Array(x) == Array(y)) }
     }
 
+    /// A batch larger than the scratch runs in passes (here 3 + 3 + 3 + 1 samples) whose
+    /// gradients add up to the one-pass mean: every element within 1e-6 of the tensor's largest
+    /// gradient entry (the passes only change the order of Float sums), the loss within 1e-6
+    /// relative and the correct count exact. The gradients start out holding garbage, which
+    /// the first pass must overwrite.
+    @Test(arguments: ["mlp", "cnn"])
+    func batchLargerThanScratchRunsInPassesWithTheSameMean(model: String) throws {
+        let whole = try Fixture(model: model, samples: 10)
+        let passes = try Fixture(model: model, samples: 10, maxBatch: 3)
+        for g in passes.gradients.buffers { g.update(repeating: 7) }
+        let a = try whole.step()
+        let b = try passes.step()
+        #expect(abs(a.loss - b.loss) <= 1e-6 * a.loss)
+        #expect(a.correct == b.correct)
+        for (t, (x, y)) in zip(whole.spec.layout.tensors, zip(whole.gradients.buffers, passes.gradients.buffers)) {
+            let scale = x.map { abs($0) }.max()!
+            #expect(scale > 0, "\(t.name): zero gradient tests nothing")
+            let worst = zip(x, y).map { abs($0 - $1) }.max()!
+            #expect(worst <= 1e-6 * scale, "\(model) \(t.name): off by \(worst), largest entry \(scale)")
+        }
+    }
+
     @Test(arguments: ["mlp", "cnn"])
     func sgdStepsReduceTheLossOnTheSyntheticSet(model: String) throws {
         let f = try Fixture(model: model, samples: model == "mlp" ? 64 : 32)
@@ -129,9 +151,9 @@ import Testing
             try Network(modelNamed: "resnet50-shapes", maxBatch: 4)
         }
         let f = try Fixture(model: "mlp", samples: 4)
-        #expect(throws: NetworkError.batchSize(count: 5, maxBatch: 4)) {
+        #expect(throws: NetworkError.batchSize(count: 0, maxBatch: nil)) {
             try f.network.lossAndGradient(weights: f.constWeights, images: UnsafeBufferPointer(start: nil, count: 0),
-                                          labels: [UInt8](repeating: 0, count: 5), count: 5, gradients: f.gradients.buffers)
+                                          labels: [UInt8](), count: 0, gradients: f.gradients.buffers)
         }
         #expect(throws: NetworkError.tensorCountMismatch(model: "mlp", expected: 6, actual: 5)) {
             try f.network.lossAndGradient(weights: Array(f.constWeights.dropLast()), images: UnsafeBufferPointer(start: nil, count: 0),

@@ -53,12 +53,14 @@ final class Trainer {
         var description: String
     }
 
-    init(info: SessionInfo, data: TrainingData) throws(Unsupported) {
+    /// `microBatch`: samples per forward/backward pass (nil: the model's `Network.passSize`).
+    init(info: SessionInfo, data: TrainingData, microBatch: Int? = nil) throws(Unsupported) {
         let job = info.job
         rank = info.rank
         self.data = data
         do {
-            network = try Network(modelNamed: job.config.model, maxBatch: job.share)
+            let pass = microBatch ?? Network.passSize[job.config.model] ?? job.share
+            network = try Network(modelNamed: job.config.model, maxBatch: min(job.share, max(pass, 1)))
         } catch {
             throw Unsupported(description: "model \(job.config.model): \(error)")
         }

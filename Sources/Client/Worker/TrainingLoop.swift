@@ -45,7 +45,7 @@ public final class TrainingLoop {
         }
         let trainer: Trainer
         do {
-            trainer = try Trainer(info: info, data: data)
+            trainer = try Trainer(info: info, data: data, microBatch: options.microBatch)
         } catch {
             await session.close(reporting: .internal, message: "rank \(info.rank): \(error)")
             return .failed("\(error)")

@@ -11,6 +11,8 @@ public struct WorkerOptions: Sendable {
     public var wantedRank: Int?
     /// OpenBLAS threads (one per worker when workers and server share the cores).
     public var blasThreads = 1
+    /// Samples per forward/backward pass (nil: the model's `Network.passSize`).
+    public var microBatch: Int?
     /// How long to keep trying to reach the server (first connection and after a loss).
     public var reconnectTimeout: Duration = .seconds(60)
     /// Where the data set is, overriding the job's directory.
