@@ -26,6 +26,7 @@ struct WorkerBench: ParsableCommand {
     var demoWorkers = [1, 2, 4]
 
     func run() throws {
+        ChildProcesses.shared.stopOnSignals()
         BLAS.setThreads(1)
         try computeFigures()
         try cnnFigures()
@@ -174,6 +175,7 @@ struct DemoRun {
         let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
         let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lars-bench-\(job.name)-\(getpid())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        ChildProcesses.shared.removeOnSignal(dir)
         defer { try? FileManager.default.removeItem(at: dir) }
         let jobFile = dir.appendingPathComponent("job.json")
         try Data(job.jsonString().utf8).write(to: jobFile)
@@ -245,7 +247,7 @@ struct DemoRun {
         let handle = try FileHandle(forWritingTo: log)
         p.standardOutput = handle
         p.standardError = handle
-        try p.run()
+        try ChildProcesses.shared.start(p)
         return p
     }
 
@@ -263,5 +265,51 @@ struct DemoRun {
             usleep(20_000)
         }
         throw Failure(description: "lars-server did not report its port within \(Int(timeout)) s")
+    }
+}
+
+/// The lars-server and lars-worker processes a suite started. Interrupted (SIGINT, SIGTERM),
+/// lars-bench stops them before it exits, so that no server keeps waiting for its workers and
+/// no worker keeps computing into the next measurement.
+final class ChildProcesses: @unchecked Sendable {
+    static let shared = ChildProcesses()
+    private let lock = NSLock()
+    private var processes: [Process] = []
+    private var directories: [URL] = []
+    private var sources: [any DispatchSourceSignal] = []
+
+    func start(_ process: Process) throws {
+        try lock.withLock {
+            processes.removeAll { !$0.isRunning }
+            try process.run()
+            processes.append(process)
+        }
+    }
+
+    /// A scratch directory to remove on a signal too (normal exits remove their own).
+    func removeOnSignal(_ directory: URL) {
+        lock.withLock { directories.append(directory) }
+    }
+
+    /// Installs the handlers (once): stop every child still running, remove the scratch
+    /// directories, then exit 128 + signal.
+    func stopOnSignals() {
+        lock.withLock {
+            guard sources.isEmpty else { return }
+            for sig in [SIGINT, SIGTERM] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                source.setEventHandler { [self] in
+                    let running = lock.withLock { processes.filter(\.isRunning) }
+                    for p in running { p.terminate() }
+                    for p in running { p.waitUntilExit() }
+                    for d in lock.withLock({ directories }) { try? FileManager.default.removeItem(at: d) }
+                    FileHandle.standardError.write(Data("lars-bench: interrupted; stopped \(running.count) child processes\n".utf8))
+                    exit(128 + sig)
+                }
+                source.resume()
+                sources.append(source)
+            }
+        }
     }
 }
