@@ -197,6 +197,7 @@ struct DemoRun {
         }
         for w in workers { w.waitUntilExit() }
         server.waitUntilExit()
+        ChildProcesses.shared.parkIfInterrupted()
         let statuses = workers.map(\.terminationStatus) + [server.terminationStatus]
         guard statuses.allSatisfy({ $0 == 0 }) else {
             let log = (try? String(contentsOf: serverLog, encoding: .utf8)) ?? ""
@@ -277,6 +278,13 @@ final class ChildProcesses: @unchecked Sendable {
     private var processes: [Process] = []
     private var directories: [URL] = []
     private var sources: [any DispatchSourceSignal] = []
+    private var interrupted = false
+
+    /// After a signal the handler ends the process: the caller, whose children it stopped,
+    /// waits here rather than report their exit as a failure.
+    func parkIfInterrupted() {
+        while lock.withLock({ interrupted }) { sleep(1) }
+    }
 
     func start(_ process: Process) throws {
         try lock.withLock {
@@ -300,7 +308,10 @@ final class ChildProcesses: @unchecked Sendable {
                 signal(sig, SIG_IGN)
                 let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
                 source.setEventHandler { [self] in
-                    let running = lock.withLock { processes.filter(\.isRunning) }
+                    let running = lock.withLock {
+                        interrupted = true
+                        return processes.filter(\.isRunning)
+                    }
                     for p in running { p.terminate() }
                     for p in running { p.waitUntilExit() }
                     for d in lock.withLock({ directories }) { try? FileManager.default.removeItem(at: d) }
