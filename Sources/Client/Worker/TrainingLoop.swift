@@ -75,8 +75,10 @@ public final class TrainingLoop {
         var step = start
         var pendingEvals: [Int] = []
         var reconnectsSeen = 0
-        // The pull of the next step, sent right behind the push so that the server can answer
-        // it the moment the step closes (no round trip after the push's acknowledgement).
+        // The pull of the next step, sent right behind the push: no round trip after the push's
+        // acknowledgement. A worker whose push does not close the step has it waiting at the
+        // server when the step closes; the server reads the closing worker's PULL just after
+        // the close (docs/performance.md, worker, session 4).
         var nextPull: Task<Int, any Error>?
         do {
             while true {
