@@ -83,9 +83,8 @@ public final class Network {
     ///
     /// A batch larger than `maxBatch` runs in passes of up to `maxBatch` samples, the later
     /// passes adding to the parameter gradients: every pass scales by 1/count, so the result
-    /// is the batch mean whatever the split (up to Float rounding of the sums). Passes keep the
-    /// scratch, and the memory traffic, small: two workers on two cores slow each other down
-    /// when each streams a whole large batch through the shared cache.
+    /// is the batch mean whatever the split (up to Float rounding of the sums), and the scratch
+    /// stays the size of one pass whatever the batch.
     @discardableResult
     public func lossAndGradient(
         weights: [UnsafeBufferPointer<Float>], images: UnsafeBufferPointer<Float>,
