@@ -89,8 +89,10 @@ struct WorkerEndToEndTests {
              "optimizer": {"name": "lars", "eta": 0.001, "weight_decay": 0.0005, "momentum": 0.9},
              "schedule": {"name": "polynomial", "peak_rate": 4, "warmup_epochs": 0.2, "power": 2}}
             """, in: dir)
+        // Rank 1 runs its share of 256 in passes of 100, 100 and 56 samples.
         let workers = try (0..<2).map { rank in
-            try Child("lars-worker", ["--server", "127.0.0.1:\(port)", "--name", "e2e-\(rank)", "--progress-every", "5"],
+            try Child("lars-worker", ["--server", "127.0.0.1:\(port)", "--name", "e2e-\(rank)", "--progress-every", "5"]
+                      + (rank == 1 ? ["--micro-batch", "100"] : []),
                       log: dir.appendingPathComponent("worker-\(rank).log"))
         }
         let workerStatuses = workers.map { $0.wait(timeout: 240) }
@@ -100,6 +102,7 @@ struct WorkerEndToEndTests {
             #expect(workerStatuses[rank] == 0, "worker \(rank): \(w.output)")
             #expect(w.output.contains("bye (done)"), "worker \(rank): \(w.output)")
             #expect(w.output.contains("step 20/20"), "worker \(rank) printed no progress: \(w.output)")
+            #expect(w.output.contains("micro_batch=\(rank == 1 ? 100 : 256)"), "worker \(rank): \(w.output)")
         }
 
         let log = try Self.runLog(in: dir)
@@ -137,7 +140,7 @@ struct WorkerEndToEndTests {
         #expect(server.output.contains("dataset"), "the server logged no ERROR(dataset): \(server.output)")
     }
 
-    @Test(arguments: [["--server", "no-port"], ["--threads", "0"], ["--no-such-flag"]])
+    @Test(arguments: [["--server", "no-port"], ["--threads", "0"], ["--micro-batch", "0"], ["--no-such-flag"]])
     func badFlagExitsWithStatus2(_ flags: [String]) throws {
         let r = try BuiltBinary.run("lars-worker", flags, timeout: 30)
         #expect(r.status == 2, "stderr: \(r.stderr)")

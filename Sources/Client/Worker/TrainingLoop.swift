@@ -53,7 +53,7 @@ public final class TrainingLoop {
         logger.info("training", metadata: [
             "rank": "\(info.rank)", "world": "\(info.worldSize)", "model": "\(job.config.model)",
             "share": "\(job.share)", "data": "\(directory)", "step": "\(info.currentStep)",
-            "total_steps": "\(trainer.totalSteps)", "blas_threads": "\(BLAS.threads)",
+            "total_steps": "\(trainer.totalSteps)", "blas_threads": "\(BLAS.threads)", "micro_batch": "\(trainer.network.maxBatch)",
         ])
         var progress = Progress(rank: info.rank, every: options.progressEvery, totalSteps: trainer.totalSteps, stepsPerEpoch: trainer.plan.stepsPerEpoch)
         let stats = StatsFile(path: options.statsFile)
