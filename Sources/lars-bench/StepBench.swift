@@ -41,7 +41,7 @@ struct StepBench: AsyncParsableCommand {
         try await server.start()
         defer { try? FileManager.default.removeItem(atPath: options.checkpointDir!) }
 
-        let sessions = (0..<2).map { r in
+        let sessions = (0..<2).map { (r: Int) in
             ClientSession(host: "127.0.0.1", port: server.port, options: ClientOptions(workerName: "bench\(r)", wantedRank: r), logger: logger)
         }
         let weights = (0..<2).map { _ in FloatArena(layout: layout) }
