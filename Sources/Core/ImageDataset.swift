@@ -115,17 +115,22 @@ public struct ImageDataset: Sendable {
     }
 
     /// Copies the samples at `indices`, in order, into the front of `images` and `labels`
-    /// (a worker's batch, e.g. from `BatchPlan.slice`).
+    /// (a worker's batch, e.g. from `BatchPlan.slice`), one row copy per sample. Asks
+    /// `shouldStop` every 64 rows and returns early, the batch left partial, when it says true
+    /// (a copy on another thread that its owner gave up on).
     public func gather(
-        _ indices: some Collection<Int>, images: UnsafeMutableBufferPointer<Float>, labels: UnsafeMutableBufferPointer<UInt8>
+        _ indices: some Collection<Int>, images: UnsafeMutableBufferPointer<Float>, labels: UnsafeMutableBufferPointer<UInt8>,
+        until shouldStop: () -> Bool = { false }
     ) {
         precondition(images.count >= indices.count * featureCount && labels.count >= indices.count, "batch buffers too small")
         let f = featureCount
         self.images.withUnsafeBufferPointer { src in
-            for (k, i) in indices.enumerated() {
-                _ = UnsafeMutableBufferPointer(rebasing: images[(k * f)..<((k + 1) * f)])
-                    .update(fromContentsOf: src[(i * f)..<((i + 1) * f)])
-                labels[k] = self.labels[i]
+            self.labels.withUnsafeBufferPointer { y in
+                for (k, i) in indices.enumerated() {
+                    if k % 64 == 0 && shouldStop() { return }
+                    (images.baseAddress! + k * f).update(from: src.baseAddress! + i * f, count: f)
+                    labels[k] = y[i]
+                }
             }
         }
     }

@@ -44,7 +44,7 @@ public final class LARSOptimizer {
     /// of them are still in the last-level cache.
     let claimOrder: [Int]
     /// `claimOrder` reversed.
-    let gradientPassOrder: [Int]
+    var gradientPassOrder: [Int] { claimOrder.reversed() }
     private var weightNormsSquared: [Double]?
 
     public init(config: OptimizerConfig, layout: Layout, threads: Int = 1) throws(ConfigError) {
@@ -58,7 +58,6 @@ public final class LARSOptimizer {
         self.claimOrder = layout.tensors.indices.sorted {
             (layout.tensors[$0].count, $1) > (layout.tensors[$1].count, $0)
         }
-        self.gradientPassOrder = claimOrder.reversed()
     }
 
     /// Forgets the carried ||w||^2 so the next step measures the weights afresh.

@@ -153,4 +153,3 @@ enum AccumulatorKernels {
         (n + block - 1) / block + stride
     }
 }
-
