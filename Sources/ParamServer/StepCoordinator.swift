@@ -114,6 +114,16 @@ final class StepCoordinator: @unchecked Sendable {
         self.eventLoop = eventLoop
         self.telemetry = telemetry
         self.logger = logger
+        // Tensors outside the adapt mask are stepped with the global rate itself: worth saying,
+        // because a LARS peak rate (16 in the demo) is far above what plain SGD survives on a
+        // bias without normalization (docs/results.md, "the adapt mask").
+        let fixedRate = zip(layout.tensors, optimizer.adapts).filter { !$1 }.map(\.0.name)
+        if job.optimizer.kind == .lars && !fixedRate.isEmpty {
+            logger.info("tensors outside the adapt mask take the global rate without trust ratio or weight decay", metadata: [
+                "tensors": "\(fixedRate.count) of \(layout.tensors.count): \(fixedRate.prefix(8).joined(separator: ", "))\(fixedRate.count > 8 ? ", ..." : "")",
+                "peak_rate": "\(job.schedule.peakRate)",
+            ])
+        }
         self.weights = FloatArena(layout: layout)
         self.momenta = FloatArena(layout: layout)
         self.accumulator = FloatArena(layout: layout)

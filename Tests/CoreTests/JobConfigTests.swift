@@ -20,6 +20,9 @@ struct JobConfigTests {
         #expect(job.optimizer.eta == 0.001)
         #expect(job.optimizer.weightDecay == 0.0005)
         #expect(job.optimizer.momentum == 0.9)
+        // Every tensor adapts: at peak 16 the biases blow up on the plain global rate
+        // (docs/results.md, "The adapt mask").
+        #expect(job.optimizer.adapt == .all)
         #expect(job.schedule.peakRate == 16)
         #expect(job.schedule.warmupEpochs == 5)
         #expect(job.schedule.power == 2)
