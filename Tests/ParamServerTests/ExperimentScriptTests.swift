@@ -17,7 +17,7 @@ struct ExperimentScriptTests {
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.currentDirectoryURL = root
         p.arguments = ["python3", "scripts/lib/experiment.py", "--bin", BuiltBinary.directory.path,
-                       "--model", "mlp", "--batch", "16384", "--rates", "sgd=0.4", "--rates", "lars=16,4",
+                       "--model", "mlp", "--batch", "16384", "--rates", "sgd=0.4", "--rates", "lars=16,4", "--rates", "lars-all=16",
                        "--epochs", "mlp=1", "--warmup", "mlp=0.5", "--seeds", "2", "--progress", "0",
                        "--results", dir.appendingPathComponent("results.jsonl").path,
                        "--runs-dir", dir.appendingPathComponent("runs").path,
@@ -56,10 +56,11 @@ struct ExperimentScriptTests {
         let (status, output) = try await Self.experiment(dir)
         #expect(status == 0, "driver output:\n\(output)")
         let first = try Self.results(dir)
-        // Sweep: sgd 0.4, lars 16 and 4 (seed 1); then seed 2 at each optimizer's best rate.
-        #expect(first.count == 5, "results:\n\(first)")
+        // Sweep: sgd 0.4, lars 16 and 4, lars-all 16 (seed 1); then seed 2 at each optimizer's
+        // best rate.
+        #expect(first.count == 7, "results:\n\(first)")
         let keys = Set(first.compactMap { $0["key"] as? String })
-        #expect(keys.count == 5)
+        #expect(keys.count == 7)
         for r in first {
             let key = r["key"] as? String ?? "?"
             #expect(r["steps"] as? Int == 3, "\(key): 3 steps of 16384 in one epoch")
@@ -67,9 +68,18 @@ struct ExperimentScriptTests {
             let accuracy = try #require(r["final_accuracy"] as? Double, "\(key): an evaluation arrived")
             #expect(accuracy > 0.2 && accuracy <= 1, "\(key): accuracy \(accuracy) beats chance (0.1) after 3 steps")
             #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("logs/\(key).jsonl.gz").path))
+            // The job the server ran: `lars` leaves the biases out of the adapt mask, `lars-all` not.
+            let optimizer = (r["config"] as? [String: Any])?["optimizer"] as? [String: Any]
+            switch r["optimizer"] as? String {
+            case "lars": #expect(optimizer?["adapt"] as? String == "rank2", "\(key)")
+            case "lars-all":
+                #expect(optimizer?["adapt"] as? String == "all", "\(key)")
+                #expect(optimizer?["name"] as? String == "lars", "\(key)")
+            default: #expect(optimizer?["name"] as? String == "sgd", "\(key)")
+            }
         }
         let seeded = first.filter { $0["seed"] as? Int == 2 }
-        #expect(Set(seeded.compactMap { $0["optimizer"] as? String }) == ["sgd", "lars"])
+        #expect(Set(seeded.compactMap { $0["optimizer"] as? String }) == ["sgd", "lars", "lars-all"])
         let larsSweep = first.filter { $0["optimizer"] as? String == "lars" && $0["seed"] as? Int == 1 }
         // The driver's rule: highest final accuracy, the lower rate on a tie.
         func rank(_ r: [String: Any]) -> (Double, Double) { (r["final_accuracy"] as? Double ?? -1, -(r["peak_rate"] as? Double ?? 0)) }
@@ -81,7 +91,7 @@ struct ExperimentScriptTests {
         let (again, againOutput) = try await Self.experiment(dir)
         #expect(again == 0)
         #expect(againOutput.contains("(0 runs in"), "driver output:\n\(againOutput)")
-        #expect(try Self.results(dir).count == 5)
+        #expect(try Self.results(dir).count == 7)
 
         // An interrupted sitting (the last result never written) redoes exactly that run.
         let path = dir.appendingPathComponent("results.jsonl")
@@ -93,7 +103,7 @@ struct ExperimentScriptTests {
         #expect(thirdOutput.contains("(1 runs in"), "driver output:\n\(thirdOutput)")
         #expect(thirdOutput.contains(dropped))
         let final = try Self.results(dir)
-        #expect(final.count == 5)
+        #expect(final.count == 7)
         #expect(Set(final.compactMap { $0["key"] as? String }) == keys)
     }
 
