@@ -91,7 +91,7 @@ public final class Network {
         labels: UnsafeBufferPointer<UInt8>, count: Int, gradients: [UnsafeMutableBufferPointer<Float>]
     ) throws(NetworkError) -> (loss: Double, correct: Int) {
         try check(weights.lazy.map(\.count), count: count, limit: nil, images: images.count, labels: labels)
-        try check(gradients.lazy.map(\.count), count: count, limit: nil, images: images.count, labels: labels)
+        try checkLayout(gradients.lazy.map(\.count))
         let scale = 1 / Float(count)
         var lossSum = 0.0, correct = 0
         var start = 0
@@ -178,18 +178,23 @@ public final class Network {
     private func check(
         _ counts: some Collection<Int>, count: Int, limit: Int?, images: Int, labels: UnsafeBufferPointer<UInt8>
     ) throws(NetworkError) {
+        try checkLayout(counts)
+        guard count >= 1, count <= limit ?? Int.max else { throw .batchSize(count: count, maxBatch: limit) }
+        guard images >= count * inputSize else { throw .inputTooShort(what: "images", expected: count * inputSize, actual: images) }
+        guard labels.count >= count else { throw .inputTooShort(what: "labels", expected: count, actual: labels.count) }
+        for i in 0..<count where Int(labels[i]) >= classCount {
+            throw .labelOutOfRange(index: i, label: labels[i], classes: classCount)
+        }
+    }
+
+    /// Checks one buffer per tensor, each of the tensor's size.
+    private func checkLayout(_ counts: some Collection<Int>) throws(NetworkError) {
         let tensors = spec.layout.tensors
         guard counts.count == tensors.count else {
             throw .tensorCountMismatch(model: spec.name, expected: tensors.count, actual: counts.count)
         }
         for (t, n) in zip(tensors, counts) where t.count != n {
             throw .bufferMismatch(model: spec.name, tensor: t.name, expected: t.count, actual: n)
-        }
-        guard count >= 1, count <= limit ?? Int.max else { throw .batchSize(count: count, maxBatch: limit) }
-        guard images >= count * inputSize else { throw .inputTooShort(what: "images", expected: count * inputSize, actual: images) }
-        guard labels.count >= count else { throw .inputTooShort(what: "labels", expected: count, actual: labels.count) }
-        for i in 0..<count where Int(labels[i]) >= classCount {
-            throw .labelOutOfRange(index: i, label: labels[i], classes: classCount)
         }
     }
 }

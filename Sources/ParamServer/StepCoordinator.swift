@@ -116,7 +116,7 @@ final class StepCoordinator: @unchecked Sendable {
         self.logger = logger
         // Tensors outside the adapt mask are stepped with the global rate itself: worth saying,
         // because a LARS peak rate (16 in the demo) is far above what plain SGD survives on a
-        // bias without normalization (docs/results.md, "the adapt mask").
+        // bias without normalization (docs/results.md, "The adapt mask").
         let fixedRate = zip(layout.tensors, optimizer.adapts).filter { !$1 }.map(\.0.name)
         if job.optimizer.kind == .lars && !fixedRate.isEmpty {
             logger.info("tensors outside the adapt mask take the global rate without trust ratio or weight decay", metadata: [

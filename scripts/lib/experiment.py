@@ -63,7 +63,7 @@ def run_key(model, batch, optimizer, rate, seed, epochs, warmup):
 
 
 def job_config(key, model, batch, optimizer, rate, seed, epochs, warmup, workers, data_dir):
-    if optimizer in ("lars", "lars-all"):
+    if optimizer != "sgd":
         opt = {"name": "lars", "eta": ETA, "weight_decay": WEIGHT_DECAY, "momentum": MOMENTUM,
                "adapt": "all" if optimizer == "lars-all" else "rank2", "denominator": "sum_of_norms", "momentum_placement": "paper",
                "nesterov": False, "clip": False, "eps": 0}
