@@ -27,9 +27,11 @@ let package = Package(
     ],
     targets: [
         // Numerics and formats shared by server and worker: LARS, schedules, kernels, layouts.
-        .target(name: "Core", dependencies: ["CZlib", "COpenBLAS"], swiftSettings: strict),
+        .target(name: "Core", dependencies: ["CZlib", "COpenBLAS", "CPrefetch"], swiftSettings: strict),
         // zlib (gzread for IDX data sets, crc32 for the data set fingerprint).
         .systemLibrary(name: "CZlib", pkgConfig: nil, providers: [.apt(["zlib1g-dev"])]),
+        // Software prefetch (a header-only C shim) for the optimizer's passes over memory.
+        .systemLibrary(name: "CPrefetch"),
         // OpenBLAS (cblas_sgemm for the layers; openblas_set_num_threads).
         .systemLibrary(name: "COpenBLAS", pkgConfig: nil, providers: [.apt(["libopenblas-dev"])]),
         // The binary protocol: message types, frame codec, streaming parser, limits.
