@@ -69,7 +69,7 @@ enum LayerKernels {
     /// db[j] = sum over rows of dy[r, j] (or db[j] += that sum when `accumulate`): a linear
     /// layer's bias gradient.
     static func columnSums(
-        _ dy: UnsafePointer<Float>, rows: Int, width: Int, into db: UnsafeMutablePointer<Float>, accumulate: Bool = false
+        _ dy: UnsafePointer<Float>, rows: Int, width: Int, into db: UnsafeMutablePointer<Float>, accumulate: Bool
     ) {
         if !accumulate { db.update(repeating: 0, count: width) }
         let vectorEnd = width & ~7
