@@ -103,6 +103,9 @@ final class JobHost: @unchecked Sendable {
             return .failure(.init(code: .malformedPayload, message: "INIT needs at least one tensor and one INIT_CHUNK"))
         }
         let model = layout.layout
+        if let big = model.tensors.first(where: { $0.count > WeightBuffers.maxTensorElements }) {
+            return .failure(.init(code: .limitExceeded, message: "tensor '\(big.name)' has \(big.count) elements; the server holds a tensor in one buffer of at most \(WeightBuffers.maxTensorElements)"))
+        }
         intake = (link, owner.rank, model, FloatArena(layout: model), chunkCount)
         return .success(())
     }

@@ -146,7 +146,7 @@ public final class ParameterServer: @unchecked Sendable {
                     job: job, options: options, layout: layout, schedule: schedule,
                     jobDescription: description, eventLoop: loop, telemetry: telemetry, logger: logger)
                 if let initial {
-                    for (dst, src) in zip(c.weights.buffers, initial.buffers) { _ = dst.update(from: src) }
+                    for (dst, src) in zip(c.weights.writable, initial.buffers) { _ = dst.update(from: src) }
                 } else {
                     do {
                         try self.initializeState(c)
@@ -207,7 +207,7 @@ public final class ParameterServer: @unchecked Sendable {
     private func initializeState(_ c: StepCoordinator) throws {
         if options.resume, let path = CheckpointStore.latest(in: options.checkpointDirectory(jobName: job.name)) {
             let state = try CheckpointStore.load(path: path, layout: c.layout)
-            for (i, buffer) in c.weights.buffers.enumerated() {
+            for (i, buffer) in c.weights.writable.enumerated() {
                 _ = buffer.update(from: state.weights[i])
                 _ = c.momenta.buffers[i].update(from: state.momenta[i])
             }
@@ -218,7 +218,7 @@ public final class ParameterServer: @unchecked Sendable {
                 logger.warning("--resume: no checkpoint found; starting fresh",
                                metadata: ["dir": "\(options.checkpointDirectory(jobName: job.name))"])
             }
-            try model?.initialize(seed: job.seed, into: c.weights.buffers)
+            try model?.initialize(seed: job.seed, into: c.weights.writable)
         }
     }
 
@@ -226,7 +226,7 @@ public final class ParameterServer: @unchecked Sendable {
         let dir = options.checkpointDirectory(jobName: job.name)
         do {
             let path = try CheckpointStore.save(
-                directory: dir, step: c.step, layout: c.layout, weights: c.weights.buffers,
+                directory: dir, step: c.step, layout: c.layout, weights: c.weights.readable,
                 momenta: c.momenta.buffers, metadata: [
                     "job": job.jsonString(),
                     "layout_hash": String(format: "%016llx", c.layout.hash),

@@ -50,8 +50,9 @@ final class StepCoordinator: @unchecked Sendable {
     /// What WELCOME carries besides the layout: the job, plus per-rank fields added at handshake.
     let jobDescription: [String: Any]
 
-    /// Parameters, momentum and the gradient accumulator, one buffer per tensor each.
-    let weights: FloatArena
+    /// Parameters (twice: W_t and the set W_{t+1} is written into), momentum and the gradient
+    /// accumulator, one buffer per tensor each.
+    let weights: WeightBuffers
     let momenta: FloatArena
     let accumulator: FloatArena
     /// Deterministic mode: each rank's scaled contribution, summed in rank order at close.
@@ -124,7 +125,7 @@ final class StepCoordinator: @unchecked Sendable {
                 "peak_rate": "\(job.schedule.peakRate)",
             ])
         }
-        self.weights = FloatArena(layout: layout)
+        self.weights = try WeightBuffers(layout: layout)
         self.momenta = FloatArena(layout: layout)
         self.accumulator = FloatArena(layout: layout)
         self.rankBuffers = Array(repeating: nil, count: job.workers)
@@ -362,10 +363,12 @@ final class StepCoordinator: @unchecked Sendable {
             skippedReason = "non-finite gradient from rank \(p.rank) in tensor '\(p.tensor)'"
         } else {
             do {
+                // W_{t+1} goes straight into the other weight set, which the next snapshot slices.
                 report = try optimizer.step(
-                    rate: rate, weights: weights.buffers,
+                    rate: rate, weights: weights.readable,
                     gradients: accumulator.buffers.map { UnsafeBufferPointer($0) },
-                    momenta: momenta.buffers, gradientNormsSquared: gsq)
+                    momenta: momenta.buffers, gradientNormsSquared: gsq, weightsOut: weights.nextWritable)
+                weights.swap()
             } catch {
                 skippedReason = "\(error)"
             }
@@ -442,19 +445,9 @@ final class StepCoordinator: @unchecked Sendable {
         telemetry.setMissing(ranks: [], waitingSeconds: 0)
     }
 
-    /// Copies the weights into the buffers pulls are served from.
+    /// Makes the current weights what pulls are served: slices of their buffers, no copy.
     private func publish() {
-        let allocator = ByteBufferAllocator()
-        var chunks: [ByteBuffer] = []
-        chunks.reserveCapacity(grid.count)
-        for range in grid.ranges {
-            let src = UnsafeRawBufferPointer(
-                start: weights.buffers[Int(range.tensor)].baseAddress! + Int(range.offset), count: Int(range.count) * 4)
-            var buffer = allocator.buffer(capacity: src.count)
-            buffer.writeBytes(src)
-            chunks.append(buffer)
-        }
-        snapshot = WeightSnapshot(step: step, chunks: chunks, ranges: grid.ranges)
+        snapshot = weights.snapshot(step: step, grid: grid)
     }
 
     private func answerPendingPulls() {

@@ -70,13 +70,19 @@ struct FromWorkerModelTests {
         await h.finish()
     }
 
-    @Test func pushBeforeInitIsRefused() async throws {
+    /// A from-worker job and a raw worker welcomed to bring its model.
+    func welcomedToBringTheModel(name: String) async throws -> (ServerHarness, RawWorker) {
         var job = ServerHarness.job(steps: 2, workers: 1, globalBatch: 8)
         job.model = ParameterServer.fromWorker
         let h = try await ServerHarness(job: job)
         let raw = try RawWorker(port: h.server.port)
-        try raw.send(.hello(Hello(workerName: "no-init")))
+        try raw.send(.hello(Hello(workerName: name)))
         _ = raw.receive { if case .welcome = $0 { true } else { false } }
+        return (h, raw)
+    }
+
+    @Test func pushBeforeInitIsRefused() async throws {
+        let (h, raw) = try await welcomedToBringTheModel(name: "no-init")
         try raw.send(.pull(step: 0))
         guard case .error(let code, let message, _) = raw.receive(until: { if case .error = $0 { true } else { false } }) else {
             Issue.record("PULL before INIT was not refused")
@@ -85,6 +91,25 @@ struct FromWorkerModelTests {
         #expect(code == .unexpectedMessage)
         #expect(message.contains("INIT"), "\(message)")
         raw.close()
+        await h.finish()
+    }
+
+    /// A tensor too large for one weight buffer is refused at INIT, before the server allocates
+    /// anything for it, and the server keeps waiting for a model it can hold.
+    @Test func aTensorOverTheBufferLimitIsRefusedAtInit() async throws {
+        let (h, raw) = try await welcomedToBringTheModel(name: "brings-a-giant")
+        let giant = Layout([TensorSpec(name: "embedding", shape: [1 << 20, 1 << 10])])
+        try raw.send(.initLayout(layout: WireLayout(giant), chunkCount: 1024))
+        guard case .error(let code, let message, _) = raw.receive(until: { if case .error = $0 { true } else { false } }) else {
+            Issue.record("an INIT with a 2^30-element tensor was not refused")
+            return
+        }
+        #expect(code == .limitExceeded)
+        #expect(message.contains("embedding") && message.contains("1073741824"), "\(message)")
+        raw.close()
+
+        // The server is still there and still waiting for a model.
+        #expect((try h.status()["state"] as? String) == "waiting")
         await h.finish()
     }
 }
