@@ -16,8 +16,8 @@ enum CheckpointStore {
 
     /// Writes the checkpoint of `step`; returns its path.
     static func save(
-        directory: String, step: Int, layout: Layout, weights: [UnsafeMutableBufferPointer<Float>],
-        momenta: [UnsafeMutableBufferPointer<Float>], metadata: [String: String]
+        directory: String, step: Int, layout: Layout, weights: [UnsafeBufferPointer<Float>],
+        momenta: [UnsafeBufferPointer<Float>], metadata: [String: String]
     ) throws -> String {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var tensors: [SafetensorsWriter.Tensor] = []

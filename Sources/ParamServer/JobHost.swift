@@ -104,7 +104,7 @@ final class JobHost: @unchecked Sendable {
         }
         let model = layout.layout
         if let big = model.tensors.first(where: { $0.count > WeightBuffers.maxTensorElements }) {
-            return .failure(.init(code: .limitExceeded, message: "tensor '\(big.name)' has \(big.count) elements; the server holds a tensor in one buffer of at most \(WeightBuffers.maxTensorElements)"))
+            return .failure(.init(code: .limitExceeded, message: "tensor '\(big.name)' has \(big.count) elements; the server holds a tensor in one buffer of at most \(WeightBuffers.maxTensorElements) elements"))
         }
         intake = (link, owner.rank, model, FloatArena(layout: model), chunkCount)
         return .success(())

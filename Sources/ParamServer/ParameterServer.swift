@@ -227,7 +227,7 @@ public final class ParameterServer: @unchecked Sendable {
         do {
             let path = try CheckpointStore.save(
                 directory: dir, step: c.step, layout: c.layout, weights: c.weights.readable,
-                momenta: c.momenta.buffers, metadata: [
+                momenta: c.momenta.buffers.map { UnsafeBufferPointer($0) }, metadata: [
                     "job": job.jsonString(),
                     "layout_hash": String(format: "%016llx", c.layout.hash),
                     "optimizer": (try? String(decoding: JSONEncoder().encode(job.optimizer), as: UTF8.self)) ?? "{}",

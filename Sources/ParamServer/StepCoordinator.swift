@@ -363,9 +363,10 @@ final class StepCoordinator: @unchecked Sendable {
             skippedReason = "non-finite gradient from rank \(p.rank) in tensor '\(p.tensor)'"
         } else {
             do {
-                // W_{t+1} goes straight into the other weight set, which the next snapshot slices.
+                // W_{t+1} goes straight into the other weight set, which the next snapshot
+                // slices. With `weightsOut` given the optimizer only reads `weights`.
                 report = try optimizer.step(
-                    rate: rate, weights: weights.readable,
+                    rate: rate, weights: weights.readable.map { UnsafeMutableBufferPointer(mutating: $0) },
                     gradients: accumulator.buffers.map { UnsafeBufferPointer($0) },
                     momenta: momenta.buffers, gradientNormsSquared: gsq, weightsOut: weights.nextWritable)
                 weights.swap()

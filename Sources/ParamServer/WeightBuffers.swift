@@ -8,10 +8,13 @@ import Wire
 /// The server's weights, twice: W_t, which pulls are served from, and the set the next step's
 /// optimizer writes W_{t+1} into (DESIGN.md §2: two weight buffers, never one per worker).
 ///
-/// Each tensor is one ByteBuffer, so a published chunk is a slice of it and publishing copies
-/// nothing. The optimizer reads the current set and writes the other; a step that closes while
-/// a slow reader still holds the other set's slices (a pull of W_{t-1} not yet written out) gets
-/// a private copy of that tensor from the buffer's copy-on-write, so the reader keeps its bytes.
+/// Each tensor is one ByteBuffer, so a published chunk is a slice of it: publishing copies
+/// nothing, except chunks that start past a tensor's first 16 MiB (NIO stores a slice's start
+/// in 24 bits and copies such a slice). The optimizer reads the current set and writes the
+/// other. A step that closes while a slow reader still holds the other set's slices (a pull of
+/// W_{t-1} not yet written out) gets a private copy of that tensor from the buffer's
+/// copy-on-write, so the reader keeps its bytes; that copy costs a pass over the tensor's
+/// (power-of-two) capacity, without the huge-page advice, and happens only when a reader lags.
 ///
 /// Confined to the server's event loop, like the coordinator that owns it.
 final class WeightBuffers {
@@ -41,8 +44,9 @@ final class WeightBuffers {
         }
     }
 
-    /// W_t, to read (the optimizer's input, checkpoints). Taking these never copies.
-    var readable: [UnsafeMutableBufferPointer<Float>] { pointers(set: current, writable: false) }
+    /// W_t, to read (the optimizer's input, checkpoints). Taking these never copies; never write
+    /// through them, since published snapshots share the bytes.
+    var readable: [UnsafeBufferPointer<Float>] { pointers(set: current, writable: false).map { UnsafeBufferPointer($0) } }
 
     /// W_t, to overwrite before anything is published (init, resume, a worker's INIT).
     var writable: [UnsafeMutableBufferPointer<Float>] { pointers(set: current, writable: true) }
@@ -56,8 +60,8 @@ final class WeightBuffers {
         current = 1 - current
     }
 
-    /// W_t as the grid's chunks: slices of the tensors' buffers (zero-copy while a tensor is
-    /// under 16 MiB, ByteBuffer's slice limit; beyond it NIO copies the slice).
+    /// W_t as the grid's chunks: slices of the tensors' buffers (zero-copy for a chunk that
+    /// starts in its tensor's first 16 MiB; NIO copies a slice that starts later).
     func snapshot(step: Int, grid: ChunkGrid) -> WeightSnapshot {
         let tensors = sets[current]
         let chunks = grid.ranges.map { range in
@@ -68,8 +72,9 @@ final class WeightBuffers {
 
     private func pointers(set s: Int, writable: Bool) -> [UnsafeMutableBufferPointer<Float>] {
         (0..<sets[s].count).map { i in
-            // The storage outlives the pointer: `sets` keeps the buffer, and nothing mutates it
-            // (which could move it by copy-on-write) until the next call here.
+            // The pointer leaves the closure: the storage stays where it is while `sets` holds
+            // the buffer and nothing mutates it. Only a writable access to the same set while a
+            // snapshot shares it moves it (copy-on-write); no caller holds pointers across that.
             let raw: UnsafeMutableRawBufferPointer
             if writable {
                 raw = sets[s][i].withUnsafeMutableReadableBytes { $0 }

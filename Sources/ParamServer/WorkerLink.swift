@@ -20,8 +20,8 @@ protocol WorkerLink: AnyObject {
     func bye(_ reason: ByeReason, detail: String)
 }
 
-/// The published weights of one step: one ByteBuffer per grid chunk (each well under 16 MiB,
-/// so slices stay zero-copy), shared by every pull of that step.
+/// The published weights of one step: one ByteBuffer per grid chunk (a slice of the tensor's
+/// buffer in `WeightBuffers`), shared by every pull of that step.
 final class WeightSnapshot: @unchecked Sendable {
     let step: Int
     let chunks: [ByteBuffer]

@@ -108,8 +108,29 @@ struct FromWorkerModelTests {
         #expect(message.contains("embedding") && message.contains("1073741824"), "\(message)")
         raw.close()
 
-        // The server is still there and still waiting for a model.
-        #expect((try h.status()["state"] as? String) == "waiting")
+        // The refused worker is gone; the next one brings a model the server can hold.
+        var next = try RawWorker(port: h.server.port)
+        var welcome: Message?
+        for _ in 0..<100 {  // until the server has seen the first connection close (each refusal closes one)
+            try next.send(.hello(Hello(workerName: "brings-a-small-one")))
+            welcome = next.receive { if case .welcome = $0 { true } else if case .error = $0 { true } else { false } }
+            if case .welcome = welcome { break }
+            next.close()
+            try await Task.sleep(for: .milliseconds(20))
+            next = try RawWorker(port: h.server.port)
+        }
+        guard case .welcome = welcome else {
+            Issue.record("no worker could bring a model after the refused INIT: \(String(describing: welcome))")
+            return
+        }
+        let values: [[Float]] = [(0..<12).map { Float($0) }, [1, 2, 3]]
+        try next.send(.initLayout(layout: WireLayout(Self.layout), chunkCount: 2))
+        try next.sendChunk(kind: .initValues, step: 0, tensor: 0, offset: 0, values: values[0])
+        try next.sendChunk(kind: .initValues, step: 0, tensor: 1, offset: 0, values: values[1])
+        try next.send(.pull(step: 0))
+        let w0 = try #require(next.receiveWeights(counts: [12, 3]))
+        #expect(w0.values == values)
+        next.close()
         await h.finish()
     }
 }

@@ -12,8 +12,13 @@ final class RawWorker {
     let fd: Int32
     let encoder = FrameEncoder()
 
-    init(port: Int) throws {
+    /// Connects to the server on `port`. `receiveBuffer` (bytes) sets SO_RCVBUF before the
+    /// connection is made, so a worker that stops reading stalls the server's writes early.
+    init(port: Int, receiveBuffer: Int? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if var size = receiveBuffer.map(Int32.init) {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -98,13 +103,20 @@ final class RawWorker {
     /// Reads one WEIGHTS answer whole: its step and the float32 values per tensor (sized by
     /// `counts`). Nil on end of stream or a parse error.
     func receiveWeights(counts: [Int]) -> (step: Int, values: [[Float]])? {
+        receiveWeights(counts: counts, answers: 1)?.first
+    }
+
+    /// Reads `answers` WEIGHTS answers in a row from one stream (bytes of the next answer may
+    /// arrive in the same read as the end of the last). Nil on end of stream or a parse error.
+    func receiveWeights(counts: [Int], answers: Int) -> [(step: Int, values: [[Float]])]? {
         var parser = FrameParser()
         var buffer = ByteBufferAllocator().buffer(capacity: 1 << 16)
+        var done: [(step: Int, values: [[Float]])] = []
         var values = counts.map { [Float](repeating: .nan, count: $0) }
-        var step: Int?
+        var step = -1
         var left = -1
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        while left != 0 {
+        while done.count < answers {
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n <= 0 { return nil }
             buffer.writeBytes(chunk[0..<n])
@@ -114,12 +126,14 @@ final class RawWorker {
                     case .message(.weights(let s, let count)):
                         step = Int(s)
                         left = Int(count)
+                        values = counts.map { [Float](repeating: .nan, count: $0) }
                     case .chunkData(let h, let first, let bytes):
                         for k in 0..<(bytes.count / 4) {
                             values[Int(h.tensor)][first + k] = Float(bitPattern: bytes.loadUnaligned(fromByteOffset: 4 * k, as: UInt32.self))
                         }
                     case .chunkEnd:
                         left -= 1
+                        if left == 0 { done.append((step, values)) }
                     default:
                         break
                     }
@@ -129,7 +143,7 @@ final class RawWorker {
             }
             buffer.discardReadBytes()
         }
-        return step.map { ($0, values) }
+        return Array(done.prefix(answers))
     }
 
     /// True once the server has closed the connection (reads hit end of stream).

@@ -95,9 +95,7 @@ struct StepIntegrationTests {
         ga.fill(seed: 1)
         gb.fill(seed: 2)
         gb.storage[2][17] = .nan
-        async let ra = a.push(step: 0, sampleCount: 32, loss: 1, gradients: ga.readOnly)
-        async let rb = b.push(step: 0, sampleCount: 32, loss: 1, gradients: gb.readOnly)
-        _ = try await (ra, rb)
+        try await pushTogether(step: 0, a, ga, b, gb, samples: 32)
         let pulled = try await a.pull(step: 1, into: w1.storage)
         #expect(pulled.step == 1)
         #expect(w1.values == w0.values, "a skipped step must leave the weights unchanged")
@@ -106,9 +104,7 @@ struct StepIntegrationTests {
         // The next step is normal and uses unchanged momentum (zero): equal to a fresh reference.
         let reference = try ReferenceTrainer(job: job, layout: h.layout, initial: w0)
         gb.fill(seed: 3)
-        async let ra2 = a.push(step: 1, sampleCount: 32, loss: 1, gradients: ga.readOnly)
-        async let rb2 = b.push(step: 1, sampleCount: 32, loss: 1, gradients: gb.readOnly)
-        _ = try await (ra2, rb2)
+        try await pushTogether(step: 1, a, ga, b, gb, samples: 32)
         try reference.step(1, contributions: [(32, ga), (32, gb)])
         _ = try await b.pull(step: 2, into: w1.storage)
         #expect(w1.values == reference.weights.values)
@@ -120,13 +116,20 @@ struct StepIntegrationTests {
 
     /// Backup workers: with K = 2 of N = 3 the step closes at two pushes; the third, late,
     /// gets STEP_CLOSED and is counted.
-    @Test func backupWorkersCloseAtQuorumAndLatePushesGetStepClosed() async throws {
+    /// A deterministic job of 3 workers with a quorum of 2, sessions for ranks 0..<`sessions`
+    /// connected, and W_0 as rank 0 pulled it.
+    func quorumOfTwoOfThree(sessions: Int) async throws -> (JobConfig, ServerHarness, [ClientSession], Tensors) {
         let job = ServerHarness.job(steps: 3, workers: 3, minWorkers: 2, globalBatch: 96)
         let h = try await ServerHarness(job: job, deterministic: true)
-        let s = (0..<3).map { h.session("w\($0)", rank: $0) }
+        let s = (0..<sessions).map { h.session("w\($0)", rank: $0) }
         for x in s { _ = try await x.connect() }
         let w = Tensors(h.layout)
         _ = try await s[0].pull(step: 0, into: w.storage)
+        return (job, h, s, w)
+    }
+
+    @Test func backupWorkersCloseAtQuorumAndLatePushesGetStepClosed() async throws {
+        let (job, h, s, w) = try await quorumOfTwoOfThree(sessions: 3)
         let reference = try ReferenceTrainer(job: job, layout: h.layout, initial: w)
         let g0 = Tensors(h.layout), g1 = Tensors(h.layout), g2 = Tensors(h.layout)
         g0.fill(seed: 10)
@@ -142,5 +145,87 @@ struct StepIntegrationTests {
         #expect(h.metric(#"lars_rejected_frames_total{reason="step_closed"}"#) == 1)
         for x in s { await x.close() }
         await h.finish()
+    }
+
+    /// A reader that lags: rank 2 asks for W_0 three times (8 MB, more than the server's socket
+    /// buffer of at most 4 MB takes) and stops reading, so W_0 is still queued in the server when
+    /// steps 0 and 1 close on ranks 0 and 1 (quorum 2 of 3). Step 1 writes W_2 into the weight
+    /// set that holds W_0; the lagging reader must still get W_0 exactly, three times, and the
+    /// others W_2 exactly as Core's LARS computes it.
+    @Test func aLaggingReaderKeepsItsWeightsWhileTheirSetIsWrittenAgain() async throws {
+        let (job, h, s, w) = try await quorumOfTwoOfThree(sessions: 2)
+        let initial = w.values
+
+        let lagging = try RawWorker(port: h.server.port, receiveBuffer: 4096)
+        try lagging.send(.hello(Hello(wantedRank: 2, workerName: "lagging")))
+        _ = lagging.receive { if case .welcome = $0 { true } else { false } }
+        for _ in 0..<3 { try lagging.send(.pull(step: 0)) }
+
+        let reference = try ReferenceTrainer(job: job, layout: h.layout, initial: w)
+        let g0 = Tensors(h.layout), g1 = Tensors(h.layout)
+        for t in 0..<2 {
+            g0.fill(seed: UInt64(20 + t))
+            g1.fill(seed: UInt64(30 + t))
+            async let r0 = s[0].push(step: t, sampleCount: 32, loss: 1, gradients: g0.readOnly)
+            async let r1 = s[1].push(step: t, sampleCount: 32, loss: 1, gradients: g1.readOnly)
+            #expect(try await (r0, r1) == (.accepted, .accepted))
+            try reference.step(t, contributions: [(32, g0), (32, g1)])
+            _ = try await s[0].pull(step: t + 1, into: w.storage)
+        }
+        let exact = w.values == reference.weights.values
+        #expect(exact, "W_2 from the set that held W_0")
+
+        let late = try #require(lagging.receiveWeights(counts: h.layout.tensors.map(\.count), answers: 3))
+        for (copy, answer) in late.enumerated() {
+            #expect(answer.step == 0)
+            let intact = answer.values == initial  // compared first: a failed #expect would print 2.7 MB of floats
+            #expect(intact, "copy \(copy) of the lagging reader's W_0 was overwritten by a later step")
+        }
+        lagging.close()
+        for x in s { await x.close() }
+        await h.finish()
+    }
+
+    /// Finite contributions whose sum overflows Float: no chunk is poisoned, the optimizer's
+    /// own finite check refuses the mean, and the step is skipped with W_t still published.
+    @Test func anOverflowingSumSkipsTheStepInTheOptimizer() async throws {
+        let job = ServerHarness.job(steps: 3, workers: 2, globalBatch: 8)
+        let h = try await ServerHarness(job: job)
+        let a = h.session("a", rank: 0), b = h.session("b", rank: 1)
+        _ = try await a.connect()
+        _ = try await b.connect()
+        let w0 = Tensors(h.layout), w1 = Tensors(h.layout)
+        _ = try await a.pull(step: 0, into: w0.storage)
+        let big = Tensors(h.layout)
+        big.fill(seed: 5)
+        big.storage[1][3] = 3e38
+        try await pushTogether(step: 0, a, big, b, big, samples: 1)
+        let pulled = try await b.pull(step: 1, into: w1.storage)
+        #expect(pulled.step == 1)
+        #expect(w1.values == w0.values, "a skipped step must leave the weights unchanged")
+        #expect(h.metric("lars_skipped_steps_total") == 1)
+        #expect(h.metric(#"lars_rejected_frames_total{reason="non_finite"}"#) ?? 0 == 0, "no chunk was poisoned")
+
+        // The next step reads the set that still holds W_0 (momentum still zero).
+        let reference = try ReferenceTrainer(job: job, layout: h.layout, initial: w0)
+        let ga = Tensors(h.layout), gb = Tensors(h.layout)
+        ga.fill(seed: 6)
+        gb.fill(seed: 7)
+        try await pushTogether(step: 1, a, ga, b, gb, samples: 4)
+        try reference.step(1, contributions: [(4, ga), (4, gb)])
+        _ = try await a.pull(step: 2, into: w1.storage)
+        let maxW = reference.weights.values.flatMap { $0 }.map(abs).max() ?? 1
+        let err = zip(w1.values.flatMap { $0 }, reference.weights.values.flatMap { $0 }).map { abs($0 - $1) }.max() ?? 0
+        #expect(err <= 1e-6 * maxW, "weights after the step that followed the skip: max error \(err)")
+        await a.close()
+        await b.close()
+        await h.finish()
+    }
+
+    /// Pushes from both sessions at once (with two workers a step closes only when both are in).
+    func pushTogether(step: Int, _ a: ClientSession, _ ga: Tensors, _ b: ClientSession, _ gb: Tensors, samples: Int) async throws {
+        async let ra = a.push(step: step, sampleCount: samples, loss: 1, gradients: ga.readOnly)
+        async let rb = b.push(step: step, sampleCount: samples, loss: 1, gradients: gb.readOnly)
+        _ = try await (ra, rb)
     }
 }
