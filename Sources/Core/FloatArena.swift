@@ -23,13 +23,11 @@ public final class FloatArena: @unchecked Sendable {
         count = max(total, 16)
         let bytes = count * MemoryLayout<Float>.stride
         var raw: UnsafeMutableRawPointer?
-        let alignment = 2 << 20
+        let alignment = HugePages.size
         if posix_memalign(&raw, alignment, bytes) != 0 || raw == nil {
             raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         }
-        #if canImport(Glibc)
-        if bytes >= alignment { _ = madvise(raw, bytes, MADV_HUGEPAGE) }
-        #endif
+        HugePages.advise(start: raw!, count: bytes)
         memset(raw!, 0, bytes)
         base = raw!.bindMemory(to: Float.self, capacity: count)
         let b = base
@@ -38,5 +36,22 @@ public final class FloatArena: @unchecked Sendable {
 
     deinit {
         free(base)
+    }
+}
+
+/// Transparent huge pages for large buffers that multi-megabyte passes stream through.
+public enum HugePages {
+    /// Bytes per huge page.
+    public static let size = 2 << 20
+
+    /// Asks the kernel to back `[start, start + count)` with huge pages, from the first 2 MiB
+    /// boundary on, when at least one huge page fits. Call before the memory is first touched.
+    public static func advise(start: UnsafeMutableRawPointer, count: Int) {
+        #if canImport(Glibc)
+        let first = (Int(bitPattern: start) + size - 1) & ~(size - 1)
+        let end = Int(bitPattern: start) + count
+        guard end - first >= size else { return }
+        _ = madvise(UnsafeMutableRawPointer(bitPattern: first), end - first, MADV_HUGEPAGE)
+        #endif
     }
 }

@@ -6,10 +6,11 @@ import CPrefetch
 /// relative error near Float64's while the inner loop stays in SIMD registers.
 enum OptimizerKernels {
     /// How far ahead of its loads the gradient-norm pass (its four-stream part) and the fused
-    /// update ask for cache lines, in bytes, one line per stream per iteration. On top of the hardware prefetcher it took a four-stream read of
-    /// 102 MB from about 20 to 23 GB/s in a probe here; on the whole ResNet-50 step the gain is
-    /// 0-3%, inside this VM's run-to-run noise (docs/performance.md, optimizer, session 6).
-    /// 256 and 512 measured alike, 1024 and 2048 worse.
+    /// update ask for cache lines, in bytes, one line per stream per iteration. On top of the
+    /// hardware prefetcher it took a four-stream read of 102 MB from about 20 to 23 GB/s in a
+    /// probe here; on the whole ResNet-50 step the gain is 0-3%, inside this VM's run-to-run
+    /// noise (docs/performance.md, optimizer, session 6). 256 and 512 measured alike, 1024 and
+    /// 2048 worse.
     static let prefetchDistance = 512
     typealias V = SIMD8<Float>
     /// Elements per Float partial sum before it is folded into Double.

@@ -103,7 +103,7 @@ final class JobHost: @unchecked Sendable {
             return .failure(.init(code: .malformedPayload, message: "INIT needs at least one tensor and one INIT_CHUNK"))
         }
         let model = layout.layout
-        if let big = model.tensors.first(where: { $0.count > WeightBuffers.maxTensorElements }) {
+        if let big = WeightBuffers.oversizedTensor(in: model) {
             return .failure(.init(code: .limitExceeded, message: "tensor '\(big.name)' has \(big.count) elements; the server holds a tensor in one buffer of at most \(WeightBuffers.maxTensorElements) elements"))
         }
         intake = (link, owner.rank, model, FloatArena(layout: model), chunkCount)

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Core
 import NIOCore
 import Wire
@@ -18,26 +15,32 @@ import Wire
 ///
 /// Confined to the server's event loop, like the coordinator that owns it.
 final class WeightBuffers {
-    let layout: Layout
     private var sets: [[ByteBuffer]]
     /// Which set holds W_t.
-    private(set) var current = 0
+    private var current = 0
 
     /// Most elements of one tensor: a ByteBuffer holds under 4 GiB.
     static let maxTensorElements = Int(UInt32.max) / 4
 
+    /// The first tensor of `layout` too large for one buffer, if any.
+    static func oversizedTensor(in layout: Layout) -> TensorSpec? {
+        layout.tensors.first { $0.count > maxTensorElements }
+    }
+
     /// Zeroed storage for two copies of every tensor of `layout`.
     init(layout: Layout) throws(ConfigError) {
-        if let big = layout.tensors.first(where: { $0.count > Self.maxTensorElements }) {
+        if let big = Self.oversizedTensor(in: layout) {
             throw ConfigError(key: "model", value: "tensor '\(big.name)' of \(big.count) elements",
                               allowed: "tensors of at most \(Self.maxTensorElements) elements (one buffer each)")
         }
-        self.layout = layout
         let allocator = ByteBufferAllocator()
         sets = (0..<2).map { _ in
             layout.tensors.map { spec in
                 var buffer = allocator.buffer(capacity: spec.count * 4)
-                Self.adviseHugePages(&buffer)
+                // Huge pages before the first touch: the optimizer's passes stream through it.
+                buffer.withUnsafeMutableWritableBytes { raw in
+                    if let base = raw.baseAddress { HugePages.advise(start: base, count: raw.count) }
+                }
                 buffer.writeRepeatingByte(0, count: spec.count * 4)
                 return buffer
             }
@@ -83,19 +86,5 @@ final class WeightBuffers {
             }
             return raw.bindMemory(to: Float.self)
         }
-    }
-
-    /// Asks for huge pages on the 2 MiB-aligned part of a large buffer before it is first
-    /// touched (the optimizer's passes stream through it; FloatArena does the same).
-    private static func adviseHugePages(_ buffer: inout ByteBuffer) {
-        #if canImport(Glibc)
-        let huge = 2 << 20
-        buffer.withUnsafeMutableWritableBytes { raw in
-            guard let base = raw.baseAddress, raw.count >= 2 * huge else { return }
-            let start = (Int(bitPattern: base) + huge - 1) & ~(huge - 1)
-            let end = (Int(bitPattern: base) + raw.count) & ~(huge - 1)
-            if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, MADV_HUGEPAGE) }
-        }
-        #endif
     }
 }
