@@ -133,6 +133,30 @@ public final class ClientSession: Sendable {
         }
     }
 
+    /// Starts pushing the gradient of `step` before it is computed: PUSH_BEGIN goes now, each
+    /// tensor's chunks once ``StreamingPush/release(tensors:)`` says its gradient is final, and
+    /// PUSH_END with ``StreamingPush/finish(loss:)``. The caller computes the gradient into
+    /// `gradients` meanwhile, writing no tensor after releasing it. If the connection is lost
+    /// on the way, `finish` pushes the whole gradient again like ``push(step:sampleCount:loss:gradients:)``.
+    public nonisolated(nonsending) func beginPush(
+        step: Int, sampleCount: Int, gradients: [UnsafeBufferPointer<Float>]
+    ) async throws(ClientError) -> StreamingPush {
+        let layout = try await core.layout()
+        try Self.check(gradients.map(\.count), against: layout)
+        let ranges = await core.grid
+        let box = GradientBuffers(tensors: gradients)
+        let connection = try await core.liveConnection()
+        let future: EventLoopFuture<PushResult>?
+        do {
+            future = try await connection.beginPush(
+                step: UInt64(max(step, 0)), sampleCount: UInt32(clamping: max(sampleCount, 0)), gradients: box, ranges: ranges)
+        } catch {
+            try await core.recover(from: error, on: connection)
+            future = nil   // not started: `finish` pushes the whole gradient
+        }
+        return StreamingPush(session: self, connection: connection, future: future, step: step, sampleCount: sampleCount, gradients: gradients)
+    }
+
     /// Answers EVAL_REQUEST(`step`) with the evaluation of its weights on the test set.
     public func sendEval(step: Int, testLoss: Double, accuracy: Double, sampleCount: Int) async throws(ClientError) {
         let message = Message.eval(
@@ -157,6 +181,11 @@ public final class ClientSession: Sendable {
         await core.close(sending: .error(code: code, message: message, requestID: 0))
     }
 
+    /// Hands a failed operation's error to the session: returns when it should run again.
+    func recover(from error: any Error, on connection: Connection) async throws(ClientError) {
+        try await core.recover(from: error, on: connection)
+    }
+
     private static func check(_ counts: [Int], against layout: WireLayout) throws(ClientError) {
         guard counts.count == layout.tensors.count else {
             throw .buffersMismatch(tensor: nil, expected: layout.tensors.count, found: counts.count)
@@ -178,5 +207,49 @@ final class EvalInbox: @unchecked Sendable {
 
     func take() -> Int? {
         lock.withLock { steps.isEmpty ? nil : steps.removeFirst() }
+    }
+}
+
+/// A push whose chunks go out while the gradient is still being computed (see
+/// ``ClientSession/beginPush(step:sampleCount:gradients:)``).
+public final class StreamingPush: @unchecked Sendable {
+    private let session: ClientSession
+    private let connection: Connection
+    private let future: EventLoopFuture<PushResult>?
+    private let step: Int
+    private let sampleCount: Int
+    private let gradients: [UnsafeBufferPointer<Float>]
+
+    init(
+        session: ClientSession, connection: Connection, future: EventLoopFuture<PushResult>?, step: Int, sampleCount: Int,
+        gradients: [UnsafeBufferPointer<Float>]
+    ) {
+        self.session = session
+        self.connection = connection
+        self.future = future
+        self.step = step
+        self.sampleCount = sampleCount
+        self.gradients = gradients
+    }
+
+    /// Says the gradients of `tensors` (layout indices) are final: their chunks may go. Returns
+    /// at once; callable from any thread.
+    public func release(tensors: Range<Int>) {
+        guard future != nil else { return }
+        connection.releasePush(step: UInt64(max(step, 0)), tensors: tensors)
+    }
+
+    /// Sends what is left and PUSH_END with `loss`, and returns once the server has read the
+    /// push, like ``ClientSession/push(step:sampleCount:loss:gradients:)``.
+    public nonisolated(nonsending) func finish(loss: Double) async throws(ClientError) -> PushResult {
+        if let future {
+            connection.completePush(step: UInt64(max(step, 0)), loss: loss)
+            do {
+                return try await future.get()
+            } catch {
+                try await session.recover(from: error, on: connection)
+            }
+        }
+        return try await session.push(step: step, sampleCount: sampleCount, loss: loss, gradients: gradients)
     }
 }

@@ -68,6 +68,24 @@ final class Connection: Sendable {
         }.get()
     }
 
+    /// Starts a streamed push (see ``SessionHandler/startPush``) once PUSH_BEGIN is queued; the
+    /// returned future completes like a push's.
+    func beginPush(step: UInt64, sampleCount: UInt32, gradients: GradientBuffers, ranges: [ChunkRange]) async throws -> EventLoopFuture<PushResult> {
+        try await channel.eventLoop.submit {
+            self.handler.startPush(step: step, sampleCount: sampleCount, loss: nil, gradients: gradients, ranges: ranges)
+        }.get()
+    }
+
+    /// Releases tensors of the streamed push of `step`; returns at once, from any thread.
+    func releasePush(step: UInt64, tensors: Range<Int>) {
+        channel.eventLoop.execute { self.handler.releasePush(step: step, tensors: tensors) }
+    }
+
+    /// Completes the streamed push of `step`; returns at once, from any thread.
+    func completePush(step: UInt64, loss: Double) {
+        channel.eventLoop.execute { self.handler.completePush(step: step, loss: loss) }
+    }
+
     func send(_ message: Message) async throws {
         try await channel.eventLoop.flatSubmit { self.handler.sendMessage(message) }.get()
     }

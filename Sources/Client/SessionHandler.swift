@@ -55,13 +55,23 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    /// A push being written, one grid chunk per frame.
+    /// A push being written, one grid chunk per frame. A streamed push starts with no chunk
+    /// ready: its caller releases tensors as their gradients become final, and completes it
+    /// with the loss (PUSH_END goes once every chunk is written).
     private final class OutgoingPush: @unchecked Sendable {
         let step: UInt64
-        let loss: Double
+        /// PUSH_END's loss; nil until a streamed push is completed.
+        var loss: Double?
         let gradients: GradientBuffers
         let ranges: [ChunkRange]
         let promise: EventLoopPromise<PushResult>
+        /// Indices into `ranges` that may be written, in the order they were released.
+        var ready: [Int]
+        /// Per range: whether it is in `ready`.
+        var released: [Bool]
+        /// Whether every range is released and the loss known.
+        var complete: Bool
+        /// The next entry of `ready` to write.
         var next = 0
         /// Set when STEP_CLOSED for this push arrived: the open step.
         var closedCurrent: UInt64?
@@ -69,12 +79,23 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         /// The sequence of the HEARTBEAT sent after PUSH_END: its echo completes the push.
         var barrier: UInt64?
 
-        init(step: UInt64, loss: Double, gradients: GradientBuffers, ranges: [ChunkRange], promise: EventLoopPromise<PushResult>) {
+        init(step: UInt64, loss: Double?, gradients: GradientBuffers, ranges: [ChunkRange], promise: EventLoopPromise<PushResult>) {
             self.step = step
             self.loss = loss
             self.gradients = gradients
             self.ranges = ranges
             self.promise = promise
+            complete = loss != nil
+            ready = complete ? Array(ranges.indices) : []
+            released = Array(repeating: complete, count: ranges.count)
+        }
+
+        /// Makes the chunks of `tensors` writable (those not released already).
+        func release(tensors: Range<Int>) {
+            for (i, range) in ranges.enumerated() where !released[i] && tensors.contains(Int(range.tensor)) {
+                released[i] = true
+                ready.append(i)
+            }
         }
     }
 
@@ -195,8 +216,12 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
     /// whole push. A push for a step before ``knownStep`` is not sent (the step is closed), nor,
     /// on a ``resumed`` connection that has not pulled yet, one after WELCOME's step (the server
     /// came back behind it).
+    ///
+    /// With `loss` nil the push is streamed: PUSH_BEGIN goes now, chunks as
+    /// ``releasePush(step:tensors:)`` makes them writable, PUSH_END after
+    /// ``completePush(step:loss:)``.
     func startPush(
-        step: UInt64, sampleCount: UInt32, loss: Double, gradients: GradientBuffers, ranges: [ChunkRange]
+        step: UInt64, sampleCount: UInt32, loss: Double?, gradients: GradientBuffers, ranges: [ChunkRange]
     ) -> EventLoopFuture<PushResult> {
         guard let context else { return welcome.futureResult.eventLoop.makeFailedFuture(ConnectionFailure.lost("not connected")) }
         if let failure { return context.eventLoop.makeFailedFuture(failure) }
@@ -211,6 +236,23 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         send(.pushBegin(step: step, sampleCount: sampleCount))
         pumpPush()
         return promise.futureResult
+    }
+
+    /// Lets the streamed push of `step` write the chunks of `tensors`; nothing if that push is
+    /// no longer the one in flight.
+    func releasePush(step: UInt64, tensors: Range<Int>) {
+        guard let push, push.step == step, !push.complete else { return }
+        push.release(tensors: tensors)
+        pumpPush()
+    }
+
+    /// Gives the streamed push of `step` its loss and releases whatever it has not released.
+    func completePush(step: UInt64, loss: Double) {
+        guard let push, push.step == step, !push.complete else { return }
+        push.release(tensors: 0..<Int.max)
+        push.loss = loss
+        push.complete = true
+        pumpPush()
     }
 
     /// Sends one control message; succeeds once it is written.
@@ -353,17 +395,18 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         defer { pumping = false }
         repeat {
             pumpAgain = false
-            while push.closedCurrent == nil, push.next < push.ranges.count, context.channel.isWritable, failure == nil {
-                let range = push.ranges[push.next]
+            while push.closedCurrent == nil, push.next < push.ready.count, context.channel.isWritable, failure == nil {
+                let range = push.ranges[push.ready[push.next]]
                 push.next += 1
                 writeChunk(range, of: push, context: context)
             }
             guard failure == nil else { return }
-            if !push.endWritten && (push.closedCurrent != nil || push.next == push.ranges.count) {
+            if !push.endWritten && (push.closedCurrent != nil || (push.complete && push.next == push.ready.count)) {
                 push.endWritten = true
                 heartbeatSequence += 1
                 push.barrier = heartbeatSequence
-                send(.pushEnd(step: push.step, loss: push.loss))
+                // A streamed push the server closed before it was complete has no loss yet.
+                send(.pushEnd(step: push.step, loss: push.loss ?? .nan))
                 send(.heartbeat(sequence: heartbeatSequence))
             }
         } while pumpAgain

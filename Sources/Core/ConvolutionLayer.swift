@@ -5,6 +5,8 @@ final class ConvolutionLayer: Layer {
     let inChannels: Int, outChannels: Int, height: Int, width: Int, kernel: Int, pad: Int
     let relu: Bool
     let weightIndex: Int
+    /// The weight, then the bias.
+    var parameterTensors: Range<Int> { weightIndex..<weightIndex + 2 }
     let inputSize: Int
     let outputSize: Int
     /// im2col of one sample, and the gradient with respect to it.

@@ -4,6 +4,8 @@ protocol Layer: AnyObject {
     /// Floats per sample going in and coming out.
     var inputSize: Int { get }
     var outputSize: Int { get }
+    /// The layout tensors this layer's parameters occupy (empty for a layer without any).
+    var parameterTensors: Range<Int> { get }
     /// y = layer(x) for `batch` samples.
     func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, weights: [UnsafeBufferPointer<Float>])
     /// Given x, y and dL/dy (which it may overwrite), writes dL/dx when `dx` is given and

@@ -5,6 +5,8 @@ final class LinearLayer: Layer {
     let relu: Bool
     /// Index of the weight tensor; the bias follows it.
     let weightIndex: Int
+    /// The weight, then the bias.
+    var parameterTensors: Range<Int> { weightIndex..<weightIndex + 2 }
 
     init(in inputSize: Int, out outputSize: Int, relu: Bool, weightIndex: Int) {
         self.inputSize = inputSize

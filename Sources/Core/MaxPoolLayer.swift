@@ -3,6 +3,7 @@ final class MaxPoolLayer: Layer {
     let channels: Int, height: Int, width: Int
     let inputSize: Int
     let outputSize: Int
+    var parameterTensors: Range<Int> { 0..<0 }
     private let argmax: UnsafeMutablePointer<Int32>
 
     init(channels: Int, height: Int, width: Int, maxBatch: Int) {

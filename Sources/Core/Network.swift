@@ -85,10 +85,16 @@ public final class Network {
     /// passes adding to the parameter gradients: every pass scales by 1/count, so the result
     /// is the batch mean whatever the split (up to Float rounding of the sums), and the scratch
     /// stays the size of one pass whatever the batch.
+    ///
+    /// `gradientsFinal`, when given, is called during the last pass as soon as a layer's
+    /// parameter gradients hold their final values (the last layer first), with that layer's
+    /// tensor indices: a caller can send those while the earlier layers are still computed.
+    /// The call happens on this thread; the tensors it names are not written again.
     @discardableResult
     public func lossAndGradient(
         weights: [UnsafeBufferPointer<Float>], images: UnsafeBufferPointer<Float>,
-        labels: UnsafeBufferPointer<UInt8>, count: Int, gradients: [UnsafeMutableBufferPointer<Float>]
+        labels: UnsafeBufferPointer<UInt8>, count: Int, gradients: [UnsafeMutableBufferPointer<Float>],
+        gradientsFinal: ((Range<Int>) -> Void)? = nil
     ) throws(NetworkError) -> (loss: Double, correct: Int) {
         try check(weights.lazy.map(\.count), count: count, limit: nil, images: images.count, labels: labels)
         try checkLayout(gradients.lazy.map(\.count))
@@ -107,6 +113,9 @@ public final class Network {
                 let input = i == 0 ? x : UnsafePointer(activations[i - 1])
                 layers[i].backward(input, activations[i], dy: dy, dx: i == 0 ? nil : other, batch: n,
                                    weights: weights, gradients: gradients, accumulate: start > 0)
+                if start + n == count, let done = gradientsFinal, !layers[i].parameterTensors.isEmpty {
+                    done(layers[i].parameterTensors)
+                }
                 swap(&dy, &other)
             }
             lossSum += result.loss
@@ -120,10 +129,11 @@ public final class Network {
     @discardableResult
     public func lossAndGradient(
         weights: [UnsafeBufferPointer<Float>], images: UnsafeBufferPointer<Float>,
-        labels: [UInt8], count: Int, gradients: [UnsafeMutableBufferPointer<Float>]
+        labels: [UInt8], count: Int, gradients: [UnsafeMutableBufferPointer<Float>],
+        gradientsFinal: ((Range<Int>) -> Void)? = nil
     ) throws(NetworkError) -> (loss: Double, correct: Int) {
         try labels.withUnsafeBufferPointer { (l) throws(NetworkError) in
-            try lossAndGradient(weights: weights, images: images, labels: l, count: count, gradients: gradients)
+            try lossAndGradient(weights: weights, images: images, labels: l, count: count, gradients: gradients, gradientsFinal: gradientsFinal)
         }
     }
 

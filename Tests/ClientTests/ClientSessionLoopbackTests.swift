@@ -260,6 +260,67 @@ struct ClientSessionLoopbackTests {
         }
     }
 
+    /// A streamed push: PUSH_BEGIN goes at once, a tensor's chunks only once it is released
+    /// (in the order released, the last layer's first, as a backward pass finishes them), and
+    /// PUSH_END with the loss only at `finish`; the server gets the exact values.
+    @Test func aStreamedPushSendsEachTensorWhenReleased() async throws {
+        try await withServer { server in
+            let session = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
+            _ = try await session.connect()
+            let gradients = Buffers(Self.small)
+            for (t, buffer) in gradients.mutable.enumerated() {
+                for i in buffer.indices { buffer[i] = Float(t) * 3 - Float(i) * 0.125 }
+            }
+            let stream = try await session.beginPush(step: 0, sampleCount: 32, gradients: gradients.readOnly)
+            try await eventually { try await server.read { $0.gradients[0] != nil } }
+            #expect(try await server.read { $0.pushChunks } == 0)
+
+            stream.release(tensors: 1..<2)
+            try await eventually { try await server.read { $0.pushChunks } == 1 }
+            let bias = try await server.read { $0.gradients[0]?[1] ?? [] }
+            #expect(bias == Array(gradients.readOnly[1]))
+            // Nothing else has gone, PUSH_END included.
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(try await server.read { $0.pushChunks } == 1)
+            #expect(try await server.read { $0.pushEnds.count } == 0)
+
+            // Tensors 0 and 2 were never released: `finish` sends them.
+            let result = try await stream.finish(loss: 0.625)
+            #expect(result == .accepted)
+            try await eventually { try await server.read { $0.pushEnds.count } == 1 }
+            #expect(try await server.read { $0.gradients[0] ?? [] } == gradients.readOnly.map { Array($0) })
+            #expect(try await server.read { $0.pushEnds.map(\.loss) } == [0.625])
+            #expect(try await server.read { $0.pushChunkTensors } == [1, 0, 0, 0, 2])
+            await session.close()
+        }
+    }
+
+    /// A streamed push whose connection drops midway is pushed again whole by `finish` on the
+    /// next connection.
+    @Test func aStreamedPushCutOffMidwayIsSentAgainWhole() async throws {
+        try await withServer(layout: Self.big, chunkElements: 65_536) { server in
+            let session = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
+            _ = try await session.connect()
+            let gradients = Buffers(Self.big)
+            for (t, buffer) in gradients.mutable.enumerated() {
+                for i in buffer.indices { buffer[i] = Float(i % 777) * 0.25 - Float(t) }
+            }
+            try await server.write { $0.dropAfterPushChunks = 3 }
+            let stream = try await session.beginPush(step: 0, sampleCount: 32, gradients: gradients.readOnly)
+            stream.release(tensors: 1..<2)
+            stream.release(tensors: 0..<1)
+            let result = try await stream.finish(loss: 2.5)
+            #expect(result == .accepted)
+            try await eventually { try await server.read { $0.pushEnds.count } == 1 }
+            #expect(try await server.read { $0.drops } == 1)
+            let received = try await server.read { $0.gradients[0] ?? [] }
+            let same = received == gradients.readOnly.map { Array($0) }
+            #expect(same, "the resent gradient differs from the one sent")
+            #expect(try await server.read { $0.pushEnds.map(\.loss) } == [2.5])
+            await session.close()
+        }
+    }
+
     /// A connection lost while waiting for the next step: the server is still at the step this
     /// worker pushed, so the pull answers that step (the worker computes and pushes it again).
     @Test func aPullAfterAReconnectAsksForTheServersStep() async throws {

@@ -32,6 +32,8 @@ final class FakeServer: @unchecked Sendable {
     /// Gradient received per step, one array per tensor (NaN where nothing arrived).
     var gradients: [UInt64: [[Float]]] = [:]
     var pushChunks = 0
+    /// The tensor of every push chunk received, in arrival order.
+    var pushChunkTensors: [UInt32] = []
     var pushEnds: [(step: UInt64, loss: Double, samples: UInt32)] = []
     var evals: [(step: UInt64, accuracy: Double)] = []
     var byes = 0
@@ -207,6 +209,7 @@ final class FakeServer: @unchecked Sendable {
                 }
             }
             server.pushChunks += 1
+            server.pushChunkTensors.append(header.tensor)
             if let n = server.dropAfterPushChunks, server.pushChunks == n {
                 server.dropAfterPushChunks = nil
                 server.drops += 1

@@ -122,6 +122,31 @@ import Testing
         }
     }
 
+    /// `gradientsFinal` names every parameter tensor once, the last layer first, during the
+    /// last pass only, and each tensor already holds its final gradient when named: a copy
+    /// taken at the call equals the gradient at the end (here over passes of 3 + 3 + 3 + 1).
+    @Test(arguments: ["mlp", "cnn"])
+    func gradientsFinalNamesEachLayerOnceItsGradientIsDone(model: String) throws {
+        let f = try Fixture(model: model, samples: 10, maxBatch: 3)
+        var named: [Range<Int>] = []
+        var copies: [Int: [Float]] = [:]
+        let gradients = f.gradients.buffers
+        try f.data.images.withUnsafeBufferPointer { x in
+            try f.network.lossAndGradient(
+                weights: f.constWeights, images: x, labels: f.data.labels, count: 10, gradients: gradients
+            ) { tensors in
+                named.append(tensors)
+                for t in tensors { copies[t] = Array(gradients[t]) }
+            }
+        }
+        let expected: [Range<Int>] = model == "mlp" ? [4..<6, 2..<4, 0..<2] : [6..<8, 4..<6, 2..<4, 0..<2]
+        #expect(named == expected)
+        for t in gradients.indices {
+            #expect(copies[t] == Array(gradients[t]), "\(model) tensor \(t) changed after it was named final")
+            #expect(copies[t]?.contains { $0 != 0 } == true, "\(model) tensor \(t): zero gradient tests nothing")
+        }
+    }
+
     @Test(arguments: ["mlp", "cnn"])
     func sgdStepsReduceTheLossOnTheSyntheticSet(model: String) throws {
         let f = try Fixture(model: model, samples: model == "mlp" ? 64 : 32)

@@ -16,7 +16,8 @@ struct StepTimings {
     var gather = 0.0
     /// Network.lossAndGradient.
     var compute = 0.0
-    /// From PUSH_BEGIN until the server has read the push.
+    /// From the end of forward/backward until the server has read the push (PUSH_BEGIN and
+    /// the later layers' chunks left during backward; what remains goes now).
     var push = 0.0
 
     /// The step's wall time, evaluation excluded.

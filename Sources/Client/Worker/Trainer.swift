@@ -156,7 +156,13 @@ final class Trainer {
 
     /// The mean gradient of step `step`'s samples into `gradients`; returns the mean loss and
     /// the sample count. The next step's samples are gathered meanwhile.
-    func computeGradient(step: Int) -> (loss: Double, count: Int) {
+    /// Samples in step `step`'s batch, which `awaitBatch` has made ready.
+    func batchCount(step: Int) -> Int {
+        batches.first { $0.step == step }?.count ?? 0
+    }
+
+    /// `gradientsFinal`: see `Network.lossAndGradient`.
+    func computeGradient(step: Int, gradientsFinal: ((Range<Int>) -> Void)? = nil) -> (loss: Double, count: Int) {
         _ = awaitBatch(step: step)
         busy = batches.firstIndex { $0.step == step }!
         prefetch(step: step + 1)
@@ -164,7 +170,7 @@ final class Trainer {
         do {
             let loss = try network.lossAndGradient(
                 weights: weightViews, images: UnsafeBufferPointer(batch.images), labels: UnsafeBufferPointer(batch.labels),
-                count: batch.count, gradients: gradients.buffers).loss
+                count: batch.count, gradients: gradients.buffers, gradientsFinal: gradientsFinal).loss
             return (loss, batch.count)
         } catch {
             // Sizes are fixed at init and labels checked at load: this cannot happen.

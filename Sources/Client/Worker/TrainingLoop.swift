@@ -125,16 +125,21 @@ public final class TrainingLoop {
                 }
                 mark = clock.now
                 timings.gather = trainer.awaitBatch(step: step)   // near zero unless the gatherer fell behind
+                // The push starts before the gradient exists: each layer's chunks leave as soon
+                // as the last pass has finished them (the last layer first), so only the first
+                // layer's are left to send when forward/backward ends.
+                let gradients = GradientSource(buffers: trainer.gradientViews)
+                let stream = try await session.beginPush(
+                    step: step, sampleCount: trainer.batchCount(step: step), gradients: gradients.buffers)
                 timings.pull += lap()
-                let (loss, n) = trainer.computeGradient(step: step)
+                let (loss, n) = trainer.computeGradient(step: step) { stream.release(tensors: $0) }
                 timings.compute = lap()
                 // The next pull leaves with the push unless an evaluation of these weights is due
                 // (it needs them in hand after the push).
                 Self.collectEvalRequests(into: &pendingEvals, from: session)
                 let evaluationDue = pendingEvals.contains { $0 <= step }
-                let gradients = GradientSource(buffers: trainer.gradientViews)
                 let pushing = step
-                async let pushed = session.push(step: pushing, sampleCount: n, loss: loss, gradients: gradients.buffers)
+                async let pushed = stream.finish(loss: loss)
                 if !evaluationDue {
                     let weights = WeightTarget(buffers: trainer.weights.buffers)
                     nextPull = Task { try await session.pull(step: pushing + 1, into: weights.buffers).step }
