@@ -36,6 +36,11 @@ import Wire
 ///
 /// One pull and one push may run at a time (they may overlap each other); the caller's
 /// buffers must stay valid and untouched until the call returns.
+///
+/// **Streamed push.** To send gradients while backward still runs, call
+/// ``beginPush(step:sampleCount:gradients:)`` before computing, ``StreamingPush/release(tensors:)``
+/// as each layer's gradient is final, and ``StreamingPush/finish(loss:)`` at the end; the
+/// reconnect rules above hold for it too.
 public final class ClientSession: Sendable {
     public let host: String
     public let port: Int
