@@ -131,7 +131,7 @@ import Testing
         var named: [Range<Int>] = []
         var copies: [Int: [Float]] = [:]
         let gradients = f.gradients.buffers
-        try f.data.images.withUnsafeBufferPointer { x in
+        _ = try f.data.images.withUnsafeBufferPointer { x in
             try f.network.lossAndGradient(
                 weights: f.constWeights, images: x, labels: f.data.labels, count: 10, gradients: gradients
             ) { tensors in
