@@ -387,6 +387,12 @@ final class StepCoordinator: @unchecked Sendable {
         }
         // The waiting workers get their weights first: the bookkeeping below is off their path.
         answerPendingPulls()
+        // A push begun but not ended (a backup worker still computing, or still sending: workers
+        // send PUSH_BEGIN before their forward pass) is answered STEP_CLOSED now; the chunks it
+        // added before the close count, each averaged by its own sample total.
+        for rank in began.keys.sorted() where losses[rank] == nil {
+            if links[rank]?.pushOutlived(step: t, current: step) == true { telemetry.rejected(.stepClosed) }
+        }
         let layers = report.map { r in
             r.tensors.map { LayerFigures(weightNorm: $0.weightNorm, gradientNorm: $0.gradientNorm, trustRatio: $0.trustRatio, effectiveRate: $0.effectiveRate) }
         }

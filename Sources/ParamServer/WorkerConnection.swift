@@ -323,6 +323,13 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         }
     }
 
+    func pushOutlived(step: Int, current: Int) -> Bool {
+        guard let p = push, p.step == step, p.accepted, !closing else { return false }
+        push = (p.step, false, 0)
+        send(.stepClosed(step: UInt64(step), currentStep: UInt64(current)))
+        return true
+    }
+
     func fail(_ code: ErrorCode, _ message: String, requestID: UInt64) {
         guard let context, !closing else { return }
         host.logger.warning("refusing a worker", metadata: [

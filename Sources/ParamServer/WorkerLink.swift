@@ -14,6 +14,10 @@ protocol WorkerLink: AnyObject {
     func send(_ message: Message)
     /// Sends WEIGHTS and every chunk of `snapshot`, windowed by the channel's writability.
     func sendWeights(_ snapshot: WeightSnapshot)
+    /// The step closed while this worker's push for it was still open (a backup worker's,
+    /// K < N): answers STEP_CLOSED(step, current) and drops the rest of that push. False if the
+    /// connection has no such push open.
+    func pushOutlived(step: Int, current: Int) -> Bool
     /// Sends ERROR and closes the connection.
     func fail(_ code: ErrorCode, _ message: String, requestID: UInt64)
     /// Sends BYE and closes the connection once it is flushed.

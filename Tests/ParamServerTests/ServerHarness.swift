@@ -105,6 +105,15 @@ final class Tensors: @unchecked Sendable {
         for b in storage { for i in b.indices { b[i] = g.nextFloat(in: -scale...scale) } }
     }
 
+    /// One filled set per seed.
+    static func filled(_ layout: Layout, seeds: UInt64...) -> [Tensors] {
+        seeds.map { seed in
+            let t = Tensors(layout)
+            t.fill(seed: seed)
+            return t
+        }
+    }
+
     func copy(from other: Tensors) {
         for (d, s) in zip(storage, other.storage) { _ = d.update(from: s) }
     }

@@ -131,10 +131,8 @@ struct StepIntegrationTests {
     @Test func backupWorkersCloseAtQuorumAndLatePushesGetStepClosed() async throws {
         let (job, h, s, w) = try await quorumOfTwoOfThree(sessions: 3)
         let reference = try ReferenceTrainer(job: job, layout: h.layout, initial: w)
-        let g0 = Tensors(h.layout), g1 = Tensors(h.layout), g2 = Tensors(h.layout)
-        g0.fill(seed: 10)
-        g1.fill(seed: 11)
-        g2.fill(seed: 12)
+        let g = Tensors.filled(h.layout, seeds: 10, 11, 12)
+        let (g0, g1, g2) = (g[0], g[1], g[2])
         #expect(try await s[0].push(step: 0, sampleCount: 32, loss: 1, gradients: g0.readOnly) == .accepted)
         #expect(try await s[1].push(step: 0, sampleCount: 32, loss: 1, gradients: g1.readOnly) == .accepted)
         _ = try await s[0].pull(step: 1, into: w.storage)
@@ -143,6 +141,28 @@ struct StepIntegrationTests {
         let late = try await s[2].push(step: 0, sampleCount: 32, loss: 1, gradients: g2.readOnly)
         #expect(late == .stepClosed(current: 1))
         #expect(h.metric(#"lars_rejected_frames_total{reason="step_closed"}"#) == 1)
+        for x in s { await x.close() }
+        await h.finish()
+    }
+
+    /// A backup worker streams: its PUSH_BEGIN went out before the quorum closed the step
+    /// (workers send it before their forward pass), and the close answers it STEP_CLOSED at
+    /// once. Its `finish` then reports the step closed instead of `.accepted`, nothing it sends
+    /// reaches the weights, and the rejection is counted.
+    @Test func aBackupWorkersStreamedPushIsToldTheStepClosed() async throws {
+        let (job, h, s, w) = try await quorumOfTwoOfThree(sessions: 3)
+        let reference = try ReferenceTrainer(job: job, layout: h.layout, initial: w)
+        let g = Tensors.filled(h.layout, seeds: 40, 41, 42)
+        let (g0, g1, g2) = (g[0], g[1], g[2])
+        let stream = try await s[2].beginPush(step: 0, sampleCount: 32, gradients: g2.readOnly)
+        #expect(try await s[0].push(step: 0, sampleCount: 32, loss: 1, gradients: g0.readOnly) == .accepted)
+        #expect(try await s[1].push(step: 0, sampleCount: 32, loss: 1, gradients: g1.readOnly) == .accepted)
+        #expect(try await stream.finish(loss: 1) == .stepClosed(current: 1))
+        #expect(h.metric(#"lars_rejected_frames_total{reason="step_closed"}"#) == 1)
+        _ = try await s[2].pull(step: 1, into: w.storage)
+        try reference.step(0, contributions: [(32, g0), (32, g1)])
+        let exact = w.values == reference.weights.values
+        #expect(exact, "the step closes on ranks 0 and 1 alone")
         for x in s { await x.close() }
         await h.finish()
     }

@@ -154,14 +154,14 @@ final class Trainer {
         return plan.slice(ofRank: rank, batch: index, in: order!.permutation)
     }
 
-    /// The mean gradient of step `step`'s samples into `gradients`; returns the mean loss and
-    /// the sample count. The next step's samples are gathered meanwhile.
     /// Samples in step `step`'s batch, which `awaitBatch` has made ready.
     func batchCount(step: Int) -> Int {
         batches.first { $0.step == step }?.count ?? 0
     }
 
-    /// `gradientsFinal`: see `Network.lossAndGradient`.
+    /// The mean gradient of step `step`'s samples into `gradients`; returns the mean loss and
+    /// the sample count. The next step's samples are gathered meanwhile. `gradientsFinal`: see
+    /// `Network.lossAndGradient`.
     func computeGradient(step: Int, gradientsFinal: ((Range<Int>) -> Void)? = nil) -> (loss: Double, count: Int) {
         _ = awaitBatch(step: step)
         busy = batches.firstIndex { $0.step == step }!
