@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 import Wire
 
 /// A worker's session with `lars-server` (docs/wire-protocol.md): handshake, pull of the
@@ -224,6 +225,7 @@ public final class StreamingPush: @unchecked Sendable {
     private let step: Int
     private let sampleCount: Int
     private let gradients: [UnsafeBufferPointer<Float>]
+    private let closedEarly = Atomic<Bool>(false)
 
     init(
         session: ClientSession, connection: Connection, future: EventLoopFuture<PushResult>?, step: Int, sampleCount: Int,
@@ -235,7 +237,17 @@ public final class StreamingPush: @unchecked Sendable {
         self.step = step
         self.sampleCount = sampleCount
         self.gradients = gradients
+        // Holds this object until the push completes (it always does: answered, or failed with
+        // its connection).
+        future?.whenSuccess { [self] result in
+            if case .stepClosed = result { closedEarly.store(true, ordering: .relaxed) }
+        }
     }
+
+    /// Whether the server has already answered this push STEP_CLOSED (its step closed without
+    /// it: a backup worker's, K < N), so that the gradient is no longer wanted. Callable from
+    /// any thread.
+    public var isClosed: Bool { closedEarly.load(ordering: .relaxed) }
 
     /// Says the gradients of `tensors` (layout indices) are final: their chunks may go. Returns
     /// at once; callable from any thread.

@@ -90,11 +90,15 @@ public final class Network {
     /// parameter gradients hold their final values (the last layer first), with that layer's
     /// tensor indices: a caller can send those while the earlier layers are still computed.
     /// The call happens on this thread; the tensors it names are not written again.
+    ///
+    /// `shouldStop`, when given, is asked before every layer of every pass; once it says true
+    /// the call throws `stopped`, the gradients left incomplete (a backup worker whose step
+    /// closed without it stops computing at once).
     @discardableResult
     public func lossAndGradient(
         weights: [UnsafeBufferPointer<Float>], images: UnsafeBufferPointer<Float>,
         labels: UnsafeBufferPointer<UInt8>, count: Int, gradients: [UnsafeMutableBufferPointer<Float>],
-        gradientsFinal: ((Range<Int>) -> Void)? = nil
+        shouldStop: (() -> Bool)? = nil, gradientsFinal: ((Range<Int>) -> Void)? = nil
     ) throws(NetworkError) -> (loss: Double, correct: Int) {
         try check(weights.lazy.map(\.count), count: count, limit: nil, images: images.count, labels: labels)
         try checkLayout(gradients.lazy.map(\.count))
@@ -104,12 +108,13 @@ public final class Network {
         while start < count {
             let n = min(maxBatch, count - start)
             let x = images.baseAddress! + start * inputSize
-            forward(x, count: n, weights: weights)
+            try forward(x, count: n, weights: weights, shouldStop: shouldStop)
             var dy = gradientScratch.0, other = gradientScratch.1
             let result = LayerKernels.softmaxCrossEntropy(
                 logits: activations[layers.count - 1], labels: labels.baseAddress! + start, rows: n, classes: classCount,
                 gradient: dy, scale: scale)
             for i in layers.indices.reversed() {
+                if let shouldStop, shouldStop() { throw .stopped }
                 let input = i == 0 ? x : UnsafePointer(activations[i - 1])
                 layers[i].backward(input, activations[i], dy: dy, dx: i == 0 ? nil : other, batch: n,
                                    weights: weights, gradients: gradients, accumulate: start > 0)
@@ -130,10 +135,12 @@ public final class Network {
     public func lossAndGradient(
         weights: [UnsafeBufferPointer<Float>], images: UnsafeBufferPointer<Float>,
         labels: [UInt8], count: Int, gradients: [UnsafeMutableBufferPointer<Float>],
-        gradientsFinal: ((Range<Int>) -> Void)? = nil
+        shouldStop: (() -> Bool)? = nil, gradientsFinal: ((Range<Int>) -> Void)? = nil
     ) throws(NetworkError) -> (loss: Double, correct: Int) {
         try labels.withUnsafeBufferPointer { (l) throws(NetworkError) in
-            try lossAndGradient(weights: weights, images: images, labels: l, count: count, gradients: gradients, gradientsFinal: gradientsFinal)
+            try lossAndGradient(
+                weights: weights, images: images, labels: l, count: count, gradients: gradients,
+                shouldStop: shouldStop, gradientsFinal: gradientsFinal)
         }
     }
 
@@ -172,14 +179,17 @@ public final class Network {
         weights: [UnsafeBufferPointer<Float>], images: UnsafeBufferPointer<Float>, labels: UnsafeBufferPointer<UInt8>, count: Int
     ) throws(NetworkError) -> (loss: Double, correct: Int) {
         try check(weights.lazy.map(\.count), count: count, limit: maxBatch, images: images.count, labels: labels)
-        forward(images.baseAddress!, count: count, weights: weights)
+        try forward(images.baseAddress!, count: count, weights: weights)
         return LayerKernels.softmaxCrossEntropy(
             logits: activations[layers.count - 1], labels: labels.baseAddress!, rows: count, classes: classCount,
             gradient: nil, scale: 0)
     }
 
-    private func forward(_ x: UnsafePointer<Float>, count: Int, weights: [UnsafeBufferPointer<Float>]) {
+    private func forward(
+        _ x: UnsafePointer<Float>, count: Int, weights: [UnsafeBufferPointer<Float>], shouldStop: (() -> Bool)? = nil
+    ) throws(NetworkError) {
         for i in layers.indices {
+            if let shouldStop, shouldStop() { throw .stopped }
             layers[i].forward(i == 0 ? x : UnsafePointer(activations[i - 1]), activations[i], batch: count, weights: weights)
         }
     }

@@ -13,6 +13,8 @@ public enum NetworkError: Error, Equatable, CustomStringConvertible {
     case inputTooShort(what: String, expected: Int, actual: Int)
     /// A label outside `0..<classes`.
     case labelOutOfRange(index: Int, label: UInt8, classes: Int)
+    /// The caller's `shouldStop` said to stop; the gradients are incomplete.
+    case stopped
 
     public var description: String {
         switch self {
@@ -28,6 +30,8 @@ public enum NetworkError: Error, Equatable, CustomStringConvertible {
             return "\(what): \(actual) elements given, the batch needs \(expected)"
         case .labelOutOfRange(let index, let label, let classes):
             return "label \(label) of sample \(index) is outside 0..<\(classes)"
+        case .stopped:
+            return "stopped by the caller before the gradient was complete"
         }
     }
 }

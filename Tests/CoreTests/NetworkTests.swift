@@ -133,11 +133,11 @@ import Testing
         let gradients = f.gradients.buffers
         _ = try f.data.images.withUnsafeBufferPointer { x in
             try f.network.lossAndGradient(
-                weights: f.constWeights, images: x, labels: f.data.labels, count: 10, gradients: gradients
-            ) { tensors in
-                named.append(tensors)
-                for t in tensors { copies[t] = Array(gradients[t]) }
-            }
+                weights: f.constWeights, images: x, labels: f.data.labels, count: 10, gradients: gradients,
+                gradientsFinal: { tensors in
+                    named.append(tensors)
+                    for t in tensors { copies[t] = Array(gradients[t]) }
+                })
         }
         let expected: [Range<Int>] = model == "mlp" ? [4..<6, 2..<4, 0..<2] : [6..<8, 4..<6, 2..<4, 0..<2]
         #expect(named == expected)
@@ -145,6 +145,34 @@ import Testing
             #expect(copies[t] == Array(gradients[t]), "\(model) tensor \(t) changed after it was named final")
             #expect(copies[t]?.contains { $0 != 0 } == true, "\(model) tensor \(t): zero gradient tests nothing")
         }
+    }
+
+    /// `shouldStop` is asked before every layer, forward and backward, of every pass; the
+    /// first true ends the call with `stopped`. Here it says so at its eighth question: three
+    /// layers forward and three backward in the first pass (of 3 + 3 + 3 + 1 samples), then the
+    /// second layer of the second pass's forward.
+    @Test func shouldStopEndsTheCallAtTheNextLayer() throws {
+        let f = try Fixture(model: "mlp", samples: 10, maxBatch: 3)
+        var asked = 0
+        #expect(throws: NetworkError.stopped) {
+            try f.data.images.withUnsafeBufferPointer { x in
+                try f.network.lossAndGradient(
+                    weights: f.constWeights, images: x, labels: f.data.labels, count: 10, gradients: f.gradients.buffers,
+                    shouldStop: {
+                        asked += 1
+                        return asked == 8
+                    })
+            }
+        }
+        #expect(asked == 8)
+        // Never true: the same result as without it.
+        let a = try f.step()
+        let b = try f.data.images.withUnsafeBufferPointer { x in
+            try f.network.lossAndGradient(
+                weights: f.constWeights, images: x, labels: f.data.labels, count: 10, gradients: f.gradients.buffers,
+                shouldStop: { false })
+        }
+        #expect(a.loss == b.loss && a.correct == b.correct)
     }
 
     @Test(arguments: ["mlp", "cnn"])

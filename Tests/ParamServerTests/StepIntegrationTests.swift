@@ -147,7 +147,8 @@ struct StepIntegrationTests {
 
     /// A backup worker streams: its PUSH_BEGIN went out before the quorum closed the step
     /// (workers send it before their forward pass), and the close answers it STEP_CLOSED at
-    /// once. Its `finish` then reports the step closed instead of `.accepted`, nothing it sends
+    /// once. The stream says so (`isClosed`, which the worker's forward/backward asks between
+    /// layers), its `finish` reports the step closed instead of `.accepted`, nothing it sends
     /// reaches the weights, and the rejection is counted.
     @Test func aBackupWorkersStreamedPushIsToldTheStepClosed() async throws {
         let (job, h, s, w) = try await quorumOfTwoOfThree(sessions: 3)
@@ -155,8 +156,13 @@ struct StepIntegrationTests {
         let g = Tensors.filled(h.layout, seeds: 40, 41, 42)
         let (g0, g1, g2) = (g[0], g[1], g[2])
         let stream = try await s[2].beginPush(step: 0, sampleCount: 32, gradients: g2.readOnly)
+        #expect(!stream.isClosed)
         #expect(try await s[0].push(step: 0, sampleCount: 32, loss: 1, gradients: g0.readOnly) == .accepted)
         #expect(try await s[1].push(step: 0, sampleCount: 32, loss: 1, gradients: g1.readOnly) == .accepted)
+        // What a worker's forward/backward asks between layers: it stops once this is true.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !stream.isClosed && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(stream.isClosed)
         #expect(try await stream.finish(loss: 1) == .stepClosed(current: 1))
         #expect(h.metric(#"lars_rejected_frames_total{reason="step_closed"}"#) == 1)
         _ = try await s[2].pull(step: 1, into: w.storage)

@@ -160,9 +160,11 @@ final class Trainer {
     }
 
     /// The mean gradient of step `step`'s samples into `gradients`; returns the mean loss and
-    /// the sample count. The next step's samples are gathered meanwhile. `gradientsFinal`: see
-    /// `Network.lossAndGradient`.
-    func computeGradient(step: Int, gradientsFinal: ((Range<Int>) -> Void)? = nil) -> (loss: Double, count: Int) {
+    /// the sample count, or nil if `shouldStop` stopped it. The next step's samples are gathered
+    /// meanwhile. `shouldStop`, `gradientsFinal`: see `Network.lossAndGradient`.
+    func computeGradient(
+        step: Int, shouldStop: (() -> Bool)? = nil, gradientsFinal: ((Range<Int>) -> Void)? = nil
+    ) -> (loss: Double, count: Int)? {
         _ = awaitBatch(step: step)
         busy = batches.firstIndex { $0.step == step }!
         prefetch(step: step + 1)
@@ -170,8 +172,10 @@ final class Trainer {
         do {
             let loss = try network.lossAndGradient(
                 weights: weightViews, images: UnsafeBufferPointer(batch.images), labels: UnsafeBufferPointer(batch.labels),
-                count: batch.count, gradients: gradients.buffers, gradientsFinal: gradientsFinal).loss
+                count: batch.count, gradients: gradients.buffers, shouldStop: shouldStop, gradientsFinal: gradientsFinal).loss
             return (loss, batch.count)
+        } catch .stopped {
+            return nil
         } catch {
             // Sizes are fixed at init and labels checked at load: this cannot happen.
             preconditionFailure("\(error)")

@@ -132,8 +132,18 @@ public final class TrainingLoop {
                 let stream = try await session.beginPush(
                     step: step, sampleCount: trainer.batchCount(step: step), gradients: gradients.buffers)
                 timings.pull += lap()
-                let (loss, n) = trainer.computeGradient(step: step) { stream.release(tensors: $0) }
+                let computed = trainer.computeGradient(
+                    step: step, shouldStop: { stream.isClosed }, gradientsFinal: { stream.release(tensors: $0) })
                 timings.compute = lap()
+                guard let (loss, n) = computed else {
+                    // The step closed without this worker (a backup worker, K < N): it stops
+                    // computing at once and goes on with the server's step.
+                    let stopped = step
+                    let result = try await stream.finish(loss: .nan)
+                    if case .stepClosed(let current) = result { step = current } else { step += 1 }
+                    logger.info("the step closed without this worker; stopped computing it", metadata: ["step": "\(stopped)", "server_step": "\(step)"])
+                    continue
+                }
                 // The next pull leaves with the push unless an evaluation of these weights is due
                 // (it needs them in hand after the push).
                 Self.collectEvalRequests(into: &pendingEvals, from: session)
