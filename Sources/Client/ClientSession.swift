@@ -123,10 +123,7 @@ public final class ClientSession: Sendable {
     public nonisolated(nonsending) func push(
         step: Int, sampleCount: Int, loss: Double, gradients: [UnsafeBufferPointer<Float>]
     ) async throws(ClientError) -> PushResult {
-        let layout = try await core.layout()
-        try Self.check(gradients.map(\.count), against: layout)
-        let ranges = await core.grid
-        let box = GradientBuffers(tensors: gradients)
+        let (ranges, box) = try await pushInputs(gradients)
         let samples = UInt32(clamping: max(sampleCount, 0))
         while true {
             let connection = try await core.liveConnection()
@@ -147,10 +144,7 @@ public final class ClientSession: Sendable {
     public nonisolated(nonsending) func beginPush(
         step: Int, sampleCount: Int, gradients: [UnsafeBufferPointer<Float>]
     ) async throws(ClientError) -> StreamingPush {
-        let layout = try await core.layout()
-        try Self.check(gradients.map(\.count), against: layout)
-        let ranges = await core.grid
-        let box = GradientBuffers(tensors: gradients)
+        let (ranges, box) = try await pushInputs(gradients)
         let connection = try await core.liveConnection()
         let future: EventLoopFuture<PushResult>?
         do {
@@ -185,6 +179,13 @@ public final class ClientSession: Sendable {
     /// data set (``Wire/ErrorCode/dataset``) before it exits.
     public func close(reporting code: ErrorCode, message: String) async {
         await core.close(sending: .error(code: code, message: message, requestID: 0))
+    }
+
+    /// The grid a push is sent in, and `gradients` checked against the layout.
+    private nonisolated(nonsending) func pushInputs(_ gradients: [UnsafeBufferPointer<Float>]) async throws(ClientError) -> ([ChunkRange], GradientBuffers) {
+        let layout = try await core.layout()
+        try Self.check(gradients.map(\.count), against: layout)
+        return (await core.grid, GradientBuffers(tensors: gradients))
     }
 
     /// Hands a failed operation's error to the session: returns when it should run again.
@@ -223,6 +224,8 @@ public final class StreamingPush: @unchecked Sendable {
     private let connection: Connection
     private let future: EventLoopFuture<PushResult>?
     private let step: Int
+    /// `step` as the wire carries it.
+    private let wireStep: UInt64
     private let sampleCount: Int
     private let gradients: [UnsafeBufferPointer<Float>]
     private let closedEarly = Atomic<Bool>(false)
@@ -235,6 +238,7 @@ public final class StreamingPush: @unchecked Sendable {
         self.connection = connection
         self.future = future
         self.step = step
+        self.wireStep = UInt64(max(step, 0))
         self.sampleCount = sampleCount
         self.gradients = gradients
         // Holds this object until the push completes (it always does: answered, or failed with
@@ -253,14 +257,14 @@ public final class StreamingPush: @unchecked Sendable {
     /// at once; callable from any thread.
     public func release(tensors: Range<Int>) {
         guard future != nil else { return }
-        connection.releasePush(step: UInt64(max(step, 0)), tensors: tensors)
+        connection.releasePush(step: wireStep, tensors: tensors)
     }
 
     /// Sends what is left and PUSH_END with `loss`, and returns once the server has read the
     /// push, like ``ClientSession/push(step:sampleCount:loss:gradients:)``.
     public nonisolated(nonsending) func finish(loss: Double) async throws(ClientError) -> PushResult {
         if let future {
-            connection.completePush(step: UInt64(max(step, 0)), loss: loss)
+            connection.completePush(step: wireStep, loss: loss)
             do {
                 return try await future.get()
             } catch {

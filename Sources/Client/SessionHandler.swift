@@ -69,8 +69,8 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         var ready: [Int]
         /// Per range: whether it is in `ready`.
         var released: [Bool]
-        /// Whether every range is released and the loss known.
-        var complete: Bool
+        /// Whether every range is released and the loss known (a streamed push gets both at once).
+        var complete: Bool { loss != nil }
         /// The next entry of `ready` to write.
         var next = 0
         /// Set when STEP_CLOSED for this push arrived: the open step.
@@ -85,14 +85,23 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
             self.gradients = gradients
             self.ranges = ranges
             self.promise = promise
-            complete = loss != nil
-            ready = complete ? Array(ranges.indices) : []
-            released = Array(repeating: complete, count: ranges.count)
+            ready = loss != nil ? Array(ranges.indices) : []
+            released = Array(repeating: loss != nil, count: ranges.count)
         }
 
         /// Makes the chunks of `tensors` writable (those not released already).
         func release(tensors: Range<Int>) {
-            for (i, range) in ranges.enumerated() where !released[i] && tensors.contains(Int(range.tensor)) {
+            release { tensors.contains(Int($0.tensor)) }
+        }
+
+        /// Releases every chunk not released yet, in grid order, and sets the loss.
+        func complete(loss: Double) {
+            release { _ in true }
+            self.loss = loss
+        }
+
+        private func release(where wanted: (ChunkRange) -> Bool) {
+            for (i, range) in ranges.enumerated() where !released[i] && wanted(range) {
                 released[i] = true
                 ready.append(i)
             }
@@ -249,9 +258,7 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Gives the streamed push of `step` its loss and releases whatever it has not released.
     func completePush(step: UInt64, loss: Double) {
         guard let push, push.step == step, !push.complete else { return }
-        push.release(tensors: 0..<Int.max)
-        push.loss = loss
-        push.complete = true
+        push.complete(loss: loss)
         pumpPush()
     }
 

@@ -137,8 +137,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
             case .success(.accepted(let n)):
                 push = (Int(clamping: step), true, Float(n))
             case .success(.closed(let current)):
-                push = (Int(clamping: step), false, 0)
-                send(.stepClosed(step: step, currentStep: UInt64(current)))
+                dropPush(step: Int(clamping: step), current: current)
             case .failure(let refusal):
                 host.telemetry.rejected(.protocol)
                 fail(refusal.code, refusal.message, requestID: step)
@@ -325,9 +324,14 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
 
     func pushOutlived(step: Int, current: Int) -> Bool {
         guard let p = push, p.step == step, p.accepted, !closing else { return false }
-        push = (p.step, false, 0)
-        send(.stepClosed(step: UInt64(step), currentStep: UInt64(current)))
+        dropPush(step: step, current: current)
         return true
+    }
+
+    /// Answers STEP_CLOSED for the push of `step` and reads the rest of it without adding it.
+    private func dropPush(step: Int, current: Int) {
+        push = (step, false, 0)
+        send(.stepClosed(step: UInt64(step), currentStep: UInt64(current)))
     }
 
     func fail(_ code: ErrorCode, _ message: String, requestID: UInt64) {
