@@ -32,12 +32,14 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: nil, providers: [.apt(["zlib1g-dev"])]),
         // Software prefetch (a header-only C shim) for the optimizer's passes over memory.
         .systemLibrary(name: "CPrefetch"),
+        // Atomic loads, stores and fences (a header-only C shim) for the shared weight file.
+        .systemLibrary(name: "CSharedMemory"),
         // OpenBLAS (cblas_sgemm for the layers; openblas_set_num_threads).
         .systemLibrary(name: "COpenBLAS", pkgConfig: nil, providers: [.apt(["libopenblas-dev"])]),
         // The binary protocol: message types, frame codec, streaming parser, limits.
         .target(
             name: "Wire",
-            dependencies: ["Core", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["Core", "CSharedMemory", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         // The service: step coordinator, connections, HTTP, checkpoints.

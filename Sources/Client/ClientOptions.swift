@@ -23,6 +23,9 @@ public struct ClientOptions: Sendable {
     public var heartbeatInterval: Duration?
     /// The bounds applied to every frame the server sends, and to the frames this side encodes.
     public var limits: WireLimits
+    /// Pull through the server's shared weight file when WELCOME names one this process can map
+    /// (a worker on the server's host); otherwise, or when false, pull over TCP.
+    public var sharedWeights: Bool
 
     public init(
         workerName: String,
@@ -34,7 +37,8 @@ public struct ClientOptions: Sendable {
         initialBackoff: Duration = .milliseconds(100),
         maxBackoff: Duration = .seconds(2),
         heartbeatInterval: Duration? = .seconds(5),
-        limits: WireLimits = .default
+        limits: WireLimits = .default,
+        sharedWeights: Bool = true
     ) {
         self.workerName = workerName
         self.token = token
@@ -46,5 +50,6 @@ public struct ClientOptions: Sendable {
         self.maxBackoff = maxBackoff
         self.heartbeatInterval = heartbeatInterval
         self.limits = limits
+        self.sharedWeights = sharedWeights
     }
 }

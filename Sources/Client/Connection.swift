@@ -58,6 +58,11 @@ final class Connection: Sendable {
         try? await channel.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: frame, high: 2 * frame)).get()
     }
 
+    /// Pulls through `file` from now on.
+    func useSharedWeights(_ file: SharedWeightFile) async {
+        try? await channel.eventLoop.submit { self.handler.shared = file }.get()
+    }
+
     func pull(step: UInt64, into buffers: WeightBuffers) async throws -> PulledStep {
         try await channel.eventLoop.flatSubmit { self.handler.startPull(step: step, into: buffers) }.get()
     }

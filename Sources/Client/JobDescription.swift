@@ -18,6 +18,8 @@ public struct JobDescription: Sendable {
     public let totalSteps: Int?
     /// The training data the server expects, for jobs with a data set.
     public let fingerprint: DatasetFingerprint?
+    /// The server's shared weight file, when it has one (workers on its host pull from it).
+    public let sharedWeights: (path: String, nonce: UInt64, elements: Int)?
 
     /// Parses `json`; a missing or mistyped field the session needs is a protocol error.
     init(json: String) throws(WireError) {
@@ -48,6 +50,16 @@ public struct JobDescription: Sendable {
         } else {
             fingerprint = nil
         }
+        if let s = object["shared_weights"] as? [String: Any] {
+            guard let path = s["path"] as? String, let hex = s["nonce"] as? String, let nonce = UInt64(hex, radix: 16),
+                let elements = (s["elements"] as? NSNumber)?.intValue
+            else {
+                throw .malformed(field: "WELCOME job shared_weights", value: "\(s)", expected: "{path, nonce (hex), elements}")
+            }
+            sharedWeights = (path, nonce, elements)
+        } else {
+            sharedWeights = nil
+        }
     }
 
     /// The whole JSON object, for keys without a typed accessor.
@@ -73,4 +85,6 @@ public struct SessionInfo: Sendable {
     public var currentStep: Int
     public var layout: WireLayout
     public var job: JobDescription
+    /// The server's shared weight file this worker pulls through, nil when it pulls over TCP.
+    public var sharedWeightsPath: String?
 }

@@ -225,8 +225,18 @@ actor SessionCore {
                 }
                 guard w.layout == old.layout else { throw .layoutMismatch(expected: old.layout.hash, found: w.layout.hash) }
             }
+            var sharedPath: String?
+            if options.sharedWeights, let s = job.sharedWeights {
+                do {
+                    await c.useSharedWeights(try SharedWeightFile.open(path: s.path, nonce: s.nonce, elements: s.elements))
+                    sharedPath = s.path
+                } catch {
+                    logger.info("pulling over TCP", metadata: ["reason": "\(error)"])
+                }
+            }
             info = SessionInfo(
-                rank: Int(w.rank), worldSize: Int(w.worldSize), currentStep: Int(w.currentStep), layout: w.layout, job: job)
+                rank: Int(w.rank), worldSize: Int(w.worldSize), currentStep: Int(w.currentStep), layout: w.layout, job: job,
+                sharedWeightsPath: sharedPath)
             grid = w.layout.grid(chunkElements: job.chunkElements)
             await c.configure(chunkBytes: job.chunkElements * 4)
         } catch {
@@ -238,7 +248,10 @@ actor SessionCore {
             logger.info("reconnected", metadata: ["rank": "\(w.rank)", "step": "\(w.currentStep)"])
             events.yield(.reconnected(rank: Int(w.rank), currentStep: Int(w.currentStep)))
         } else {
-            logger.info("connected", metadata: ["rank": "\(w.rank)", "world": "\(w.worldSize)", "step": "\(w.currentStep)"])
+            logger.info("connected", metadata: [
+                "rank": "\(w.rank)", "world": "\(w.worldSize)", "step": "\(w.currentStep)",
+                "weights_via": "\(info?.sharedWeightsPath ?? "tcp")",
+            ])
         }
         return c
     }

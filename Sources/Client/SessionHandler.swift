@@ -128,6 +128,8 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
     /// A step the server is known to have opened: WELCOME's, the newest WEIGHTS', the newest
     /// STEP_CLOSED's current step. Never ahead of the server.
     private(set) var knownStep: UInt64 = 0
+    /// The server's shared weight file, once mapped: pulls go as PULL_SHARED.
+    var shared: SharedWeightFile?
     /// Whether a pull completed on this connection (see ``startPull(step:into:)``).
     private(set) var hasPulled = false
     private var pull: IncomingPull?
@@ -216,7 +218,8 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         guard pull == nil else { return context.eventLoop.makeFailedFuture(ClientError.overlapping(operation: "pull")) }
         let promise = context.eventLoop.makePromise(of: PulledStep.self)
         pull = IncomingPull(buffers: buffers, promise: promise)
-        send(.pull(step: resumed && !hasPulled ? min(step, knownStep) : step))
+        let wanted = resumed && !hasPulled ? min(step, knownStep) : step
+        send(shared == nil ? .pull(step: wanted) : .pullShared(step: wanted))
         return promise.futureResult
     }
 
@@ -322,6 +325,18 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
             pull.step = step
             pull.expectedChunks = Int(chunkCount)
             if chunkCount == 0 { try finishPull(pull) }
+        case .weightsShared(let step, let slot):
+            guard let pull, pull.step == nil else { throw .unexpectedMessage(.weightsShared, state: "without a PULL_SHARED waiting for it") }
+            if let shared, shared.read(step: step, slot: slot, into: pull.buffers.tensors) {
+                pull.step = step
+                pull.receivedElements = pull.totalElements
+                try finishPull(pull)
+            } else {
+                // The server wrote that slot again while it was copied (this worker lagged two
+                // steps behind): the same pull over TCP.
+                logger.debug("shared weights overwritten while read; pulling over TCP", metadata: ["step": "\(step)"])
+                send(.pull(step: step))
+            }
         case .stepClosed(let step, let current):
             knownStep = max(knownStep, current)
             if let push, push.step == step, push.closedCurrent == nil {
@@ -338,7 +353,7 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
             // PUSH_END means it has read the whole push (and any STEP_CLOSED or ERROR about
             // it has arrived before).
             if let push, push.barrier == sequence { finishPush(push) }
-        case .hello, .initLayout, .pull, .pushBegin, .pushEnd, .eval:
+        case .hello, .initLayout, .pull, .pullShared, .pushBegin, .pushEnd, .eval:
             throw .unexpectedMessage(message.type, state: "from a server")
         }
     }

@@ -264,6 +264,8 @@ public final class ParameterServer: @unchecked Sendable {
 
     /// Closes both ports and the event loop.
     public func stop() async throws {
+        // The shared weight file's name goes; mappings workers still hold stay valid.
+        try? await loop.submit { self.coordinator?.sharedWeights?.remove() }.get()
         try? await channel?.close()
         channel = nil
         try? await http?.shutdown()

@@ -22,6 +22,9 @@ public struct ServerOptions: Sendable {
     public var chunkElements = 1 << 20
     /// Threads the optimizer may use (models under 4 Mi parameters get one: see StepCoordinator).
     public var optimizerThreads = 2
+    /// Serve pulls of workers on this host from a file in /dev/shm (PULL_SHARED) instead of
+    /// sending the weights over loopback TCP; workers elsewhere, or that cannot map it, use TCP.
+    public var sharedWeights = true
     /// Seconds to wait for the final evaluation before ending without it.
     public var finalEvalTimeout: Double = 120
 

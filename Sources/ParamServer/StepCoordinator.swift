@@ -62,7 +62,12 @@ final class StepCoordinator: @unchecked Sendable {
     private(set) var step: Int
     private(set) var snapshot: WeightSnapshot
     private var links: [Int: any WorkerLink] = [:]
-    private var pendingPulls: [(link: any WorkerLink, step: Int)] = []
+    private var pendingPulls: [(link: any WorkerLink, step: Int, shared: Bool)] = []
+    /// The shared weight file workers on this host read W_t from, nil when off or unavailable.
+    let sharedWeights: SharedWeightFile?
+    /// The step last written to `sharedWeights`, and its slot: written at the first shared pull
+    /// of a step, so a job without such workers never copies.
+    private var sharedSlot: (step: Int, slot: UInt32)?
 
     // The open step's bookkeeping.
     private var began: [Int: Int] = [:]
@@ -145,6 +150,16 @@ final class StepCoordinator: @unchecked Sendable {
         self.finalTerms = .allocate(capacity: max(terms, 1))
         self.snapshot = WeightSnapshot(step: 0, chunks: [], ranges: [])
         self.finished = eventLoop.makePromise(of: JobOutcome.self)
+        if options.sharedWeights {
+            do {
+                sharedWeights = try SharedWeightFile.create(elements: layout.parameterCount)
+            } catch {
+                sharedWeights = nil
+                logger.warning("workers on this host pull over TCP", metadata: ["reason": "\(error)"])
+            }
+        } else {
+            sharedWeights = nil
+        }
     }
 
     deinit {
@@ -200,7 +215,11 @@ final class StepCoordinator: @unchecked Sendable {
         links[rank] = link
         telemetry.workerJoined(rank: rank, name: hello.workerName, address: link.address)
         logger.info("worker joined", metadata: ["rank": "\(rank)", "name": "\(hello.workerName)", "address": "\(link.address)", "step": "\(step)"])
-        return .success(Handshake.welcome(job: job, description: jobDescription, rank: rank, step: step, layout: wireLayout))
+        var extra: [String: Any] = [:]
+        if let file = sharedWeights {
+            extra["shared_weights"] = ["path": file.path, "nonce": String(file.nonce, radix: 16), "elements": file.elements]
+        }
+        return .success(Handshake.welcome(job: job, description: jobDescription, rank: rank, step: step, layout: wireLayout, extra: extra))
     }
 
     /// Gives up on a coordinator that could not be set up (its state failed to load): settles
@@ -227,12 +246,24 @@ final class StepCoordinator: @unchecked Sendable {
 
     // MARK: Pull
 
-    func pull(_ link: any WorkerLink, step wanted: Int) {
+    /// PULL (`shared` false) or PULL_SHARED: answered now if the step is published, else when
+    /// it is. A shared pull gets WEIGHTS_SHARED when the server has a shared weight file, and
+    /// the weights over TCP when it has none.
+    func pull(_ link: any WorkerLink, step wanted: Int, shared: Bool = false) {
         if wanted <= step {
-            link.sendWeights(snapshot)
+            answer(link, shared: shared)
         } else {
-            pendingPulls.append((link, wanted))
+            pendingPulls.append((link, wanted, shared))
         }
+    }
+
+    private func answer(_ link: any WorkerLink, shared: Bool) {
+        guard shared, let file = sharedWeights else { return link.sendWeights(snapshot) }
+        let published = snapshot.step
+        if sharedSlot?.step != published {
+            sharedSlot = (published, file.publish(step: UInt64(published), tensors: weights.readable))
+        }
+        link.send(.weightsShared(step: UInt64(published), slot: sharedSlot!.slot))
     }
 
     // MARK: Push
@@ -460,7 +491,9 @@ final class StepCoordinator: @unchecked Sendable {
     private func answerPendingPulls() {
         let ready = pendingPulls.filter { $0.step <= step }
         pendingPulls.removeAll { $0.step <= step }
-        for p in ready { p.link.sendWeights(snapshot) }
+        // Shared pulls first: each costs a few bytes, while a TCP pull writes the whole model.
+        for p in ready where p.shared { answer(p.link, shared: true) }
+        for p in ready where !p.shared { p.link.sendWeights(snapshot) }
     }
 
     // MARK: Deadline

@@ -131,6 +131,9 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         case .pull(let step):
             guard rank != nil else { return }
             coordinator.pull(self, step: Int(clamping: step))
+        case .pullShared(let step):
+            guard rank != nil else { return }
+            coordinator.pull(self, step: Int(clamping: step), shared: true)
         case .pushBegin(let step, let samples):
             guard let rank else { return }
             switch coordinator.pushBegin(rank: rank, step: Int(clamping: step), sampleCount: Int(samples)) {
@@ -169,7 +172,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         case .initLayout:
             host.telemetry.rejected(.protocol)
             fail(.unexpectedMessage, "INIT is accepted only once, for a job whose model is from-worker, before the model is known", requestID: 0)
-        case .welcome, .weights, .stepClosed, .evalRequest:
+        case .welcome, .weights, .weightsShared, .stepClosed, .evalRequest:
             host.telemetry.rejected(.protocol)
             fail(.unexpectedMessage, "\(message.type) is sent by the server, not to it", requestID: message.id)
         }

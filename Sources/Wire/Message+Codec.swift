@@ -44,6 +44,10 @@ extension Message {
             message = .pull(step: frame.id)
         case .weights:
             message = .weights(step: frame.id, chunkCount: try r.integer("WEIGHTS chunk count", as: UInt32.self))
+        case .pullShared:
+            message = .pullShared(step: frame.id)
+        case .weightsShared:
+            message = .weightsShared(step: frame.id, slot: try r.integer("WEIGHTS_SHARED slot", as: UInt32.self))
         case .pushBegin:
             message = .pushBegin(step: frame.id, sampleCount: try r.integer("PUSH_BEGIN sample count", as: UInt32.self))
         case .pushEnd:
@@ -99,10 +103,12 @@ extension Message {
         case .initLayout(let layout, let chunkCount):
             buffer.writeInteger(chunkCount, endianness: .little)
             try layout.write(to: &buffer, limits: limits)
-        case .pull, .evalRequest, .heartbeat:
+        case .pull, .pullShared, .evalRequest, .heartbeat:
             break
         case .weights(_, let chunkCount):
             buffer.writeInteger(chunkCount, endianness: .little)
+        case .weightsShared(_, let slot):
+            buffer.writeInteger(slot, endianness: .little)
         case .pushBegin(_, let sampleCount):
             buffer.writeInteger(sampleCount, endianness: .little)
         case .pushEnd(_, let loss):

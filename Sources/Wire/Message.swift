@@ -14,6 +14,12 @@ public enum Message: Sendable, Hashable {
     case pull(step: UInt64)
     /// Server -> worker: `chunkCount` WEIGHTS_CHUNK frames of `step` follow.
     case weights(step: UInt64, chunkCount: UInt32)
+    /// Worker -> server: like PULL, for a worker that has mapped the server's shared weight
+    /// file (``SharedWeightFile``); the answer is WEIGHTS_SHARED, or WEIGHTS when the server
+    /// has no such file.
+    case pullShared(step: UInt64)
+    /// Server -> worker: the weights of `step` are in slot `slot` of the shared weight file.
+    case weightsShared(step: UInt64, slot: UInt32)
     /// Worker -> server: a gradient for `step`, the mean over `sampleCount` samples, follows
     /// as PUSH_CHUNK frames.
     case pushBegin(step: UInt64, sampleCount: UInt32)
@@ -41,6 +47,8 @@ public enum Message: Sendable, Hashable {
         case .initLayout: .initLayout
         case .pull: .pull
         case .weights: .weights
+        case .pullShared: .pullShared
+        case .weightsShared: .weightsShared
         case .pushBegin: .pushBegin
         case .pushEnd: .pushEnd
         case .stepClosed: .stepClosed
@@ -57,7 +65,7 @@ public enum Message: Sendable, Hashable {
     public var id: UInt64 {
         switch self {
         case .hello, .welcome, .initLayout, .bye: 0
-        case .pull(let step), .weights(let step, _), .pushBegin(let step, _), .pushEnd(let step, _),
+        case .pull(let step), .weights(let step, _), .pullShared(let step), .weightsShared(let step, _), .pushBegin(let step, _), .pushEnd(let step, _),
             .stepClosed(let step, _), .evalRequest(let step), .eval(let step, _, _, _):
             step
         case .heartbeat(let sequence): sequence

@@ -16,6 +16,8 @@ public enum MessageType: UInt8, Sendable, Hashable, CaseIterable, CustomStringCo
     case heartbeat = 0x0B
     case error = 0x0C
     case bye = 0x0D
+    case pullShared = 0x0E
+    case weightsShared = 0x0F
     case initChunk = 0x20
     case weightsChunk = 0x21
     case pushChunk = 0x22
@@ -38,6 +40,8 @@ public enum MessageType: UInt8, Sendable, Hashable, CaseIterable, CustomStringCo
         case .heartbeat: "HEARTBEAT"
         case .error: "ERROR"
         case .bye: "BYE"
+        case .pullShared: "PULL_SHARED"
+        case .weightsShared: "WEIGHTS_SHARED"
         case .initChunk: "INIT_CHUNK"
         case .weightsChunk: "WEIGHTS_CHUNK"
         case .pushChunk: "PUSH_CHUNK"

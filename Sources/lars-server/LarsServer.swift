@@ -28,6 +28,8 @@ struct LarsServer: AsyncParsableCommand {
     @Option(name: .customLong("run-log"), help: "Run log, JSON lines (default run.jsonl in the checkpoint directory).") var runLog: String?
     @Flag(help: "Continue from the latest checkpoint in the checkpoint directory.") var resume = false
     @Flag(help: "Sum contributions in rank order: equal inputs give bit-identical weights.") var deterministic = false
+    @Flag(inversion: .prefixedNo, help: "Serve pulls of workers on this host from a file in /dev/shm; --no-shared-weights: always over TCP.")
+    var sharedWeights = true
     @Option(name: .customLong("auth-token-file"), help: "File whose first line is the token workers must present.") var authTokenFile: String?
 
     /// Parses flags itself so that a bad flag exits with status 2, like a bad config.
@@ -102,6 +104,7 @@ struct LarsServer: AsyncParsableCommand {
         options.runLog = runLog
         options.resume = resume
         options.deterministic = deterministic
+        options.sharedWeights = sharedWeights
         if let authTokenFile {
             guard let text = try? String(contentsOfFile: authTokenFile, encoding: .utf8),
                   let token = text.split(whereSeparator: \.isNewline).first.map(String.init), !token.isEmpty else {

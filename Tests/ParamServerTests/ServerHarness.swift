@@ -33,7 +33,9 @@ final class ServerHarness: @unchecked Sendable {
         return job
     }
 
-    init(job: JobConfig, deterministic: Bool = false, chunkElements: Int = 1 << 16, authToken: String? = nil) async throws {
+    init(
+        job: JobConfig, deterministic: Bool = false, chunkElements: Int = 1 << 16, authToken: String? = nil, sharedWeights: Bool = true
+    ) async throws {
         directory = NSTemporaryDirectory() + "lars-server-test-\(UUID().uuidString)"
         var options = ServerOptions()
         options.port = 0
@@ -43,6 +45,7 @@ final class ServerHarness: @unchecked Sendable {
         options.chunkElements = chunkElements
         options.finalEvalTimeout = 300
         options.authToken = authToken
+        options.sharedWeights = sharedWeights
         var logger = Logger(label: "test-server")
         logger.logLevel = .warning
         server = try ParameterServer(job: job, options: options, logger: logger)
@@ -50,13 +53,14 @@ final class ServerHarness: @unchecked Sendable {
         try await server.start()
     }
 
-    func session(_ name: String, rank: Int? = nil, token: String = "") -> ClientSession {
+    func session(_ name: String, rank: Int? = nil, token: String = "", sharedWeights: Bool = true) -> ClientSession {
         var logger = Logger(label: "test-client-\(name)")
         logger.logLevel = .critical
         return ClientSession(
             host: "127.0.0.1", port: server.port,
             options: ClientOptions(
-                workerName: name, token: token, wantedRank: rank, connectTimeout: .seconds(10), reconnectTimeout: .seconds(10)),
+                workerName: name, token: token, wantedRank: rank, connectTimeout: .seconds(10), reconnectTimeout: .seconds(10),
+                sharedWeights: sharedWeights),
             logger: logger)
     }
 

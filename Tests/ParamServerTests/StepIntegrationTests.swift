@@ -11,13 +11,18 @@ import Wire
 @Suite("Step integration", .serialized, .timeLimit(.minutes(2)))
 struct StepIntegrationTests {
     /// Two workers with unequal sample counts, three steps, a grid of several chunks per tensor:
-    /// with --deterministic the pulled weights equal the reference bit for bit.
-    @Test func deterministicStepsMatchCoreLARSBitForBit() async throws {
+    /// with --deterministic the pulled weights equal the reference bit for bit, whether they
+    /// come through the shared weight file or over TCP.
+    @Test(arguments: [true, false])
+    func deterministicStepsMatchCoreLARSBitForBit(sharedWeights: Bool) async throws {
         let job = ServerHarness.job(steps: 3, workers: 2)
         let h = try await ServerHarness(job: job, deterministic: true)
-        let a = h.session("a"), b = h.session("b")
+        let a = h.session("a", sharedWeights: sharedWeights), b = h.session("b", sharedWeights: sharedWeights)
         let ia = try await a.connect(), ib = try await b.connect()
         #expect(Set([ia.rank, ib.rank]) == [0, 1])
+        let path = try #require(h.server.coordinator?.sharedWeights?.path)
+        #expect(ia.sharedWeightsPath == (sharedWeights ? path : nil))
+        #expect(ib.sharedWeightsPath == (sharedWeights ? path : nil))
         let wa = Tensors(h.layout), wb = Tensors(h.layout)
         _ = try await a.pull(step: 0, into: wa.storage)
         _ = try await b.pull(step: 0, into: wb.storage)
@@ -46,6 +51,31 @@ struct StepIntegrationTests {
         #expect(abs(loss - (20 * 2.0 + 44 * 2.5) / 64) < 1e-12)
         await a.close()
         await b.close()
+        await h.finish()
+    }
+
+    /// A server started with --no-shared-weights names no file in WELCOME: a worker that would
+    /// pull through one pulls over TCP, and PULL_SHARED is answered like PULL, with WEIGHTS.
+    @Test func withoutASharedFileEveryPullGoesOverTCP() async throws {
+        let job = ServerHarness.job(steps: 1, workers: 2)
+        let h = try await ServerHarness(job: job, sharedWeights: false)
+        let a = h.session("a", rank: 0)
+        let ia = try await a.connect()
+        #expect(ia.job.sharedWeights == nil)
+        #expect(ia.sharedWeightsPath == nil)
+        let w = Tensors(h.layout)
+        _ = try await a.pull(step: 0, into: w.storage)
+
+        let raw = try RawWorker(port: h.server.port)
+        try raw.send(.hello(Hello(wantedRank: 1, workerName: "raw")))
+        _ = raw.receive { if case .welcome = $0 { true } else { false } }
+        try raw.send(.pullShared(step: 0))
+        let answer = try #require(raw.receiveWeights(counts: h.layout.tensors.map(\.count)))
+        #expect(answer.step == 0)
+        let same = answer.values == w.values
+        #expect(same)
+        raw.close()
+        await a.close()
         await h.finish()
     }
 

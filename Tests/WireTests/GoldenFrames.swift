@@ -52,6 +52,8 @@ enum Golden {
                                data: float32Bytes([0.5, -0.5, 0.25, -0.25, 1, -1]))]),
         ("pull", [.message(.pull(step: 7))]),
         ("weights", [.message(.weights(step: 7, chunkCount: 2))]),
+        ("pull-shared", [.message(.pullShared(step: 7))]),
+        ("weights-shared", [.message(.weightsShared(step: 7, slot: 1))]),
         ("weights-chunk", [.chunk(ChunkHeader(kind: .weights, step: 7, tensor: 1, offset: 0, count: 2),
                                   data: float32Bytes([0.5, -1]))]),
         ("push-begin", [.message(.pushBegin(step: 7, sampleCount: 32))]),

@@ -25,7 +25,8 @@ public final class TrainingLoop {
         BLAS.setThreads(options.blasThreads)
         let clientOptions = ClientOptions(
             workerName: options.name, token: options.token, wantedRank: options.wantedRank,
-            connectTimeout: options.reconnectTimeout, reconnectTimeout: options.reconnectTimeout)
+            connectTimeout: options.reconnectTimeout, reconnectTimeout: options.reconnectTimeout,
+            sharedWeights: options.sharedWeights)
         let session = ClientSession(host: options.host, port: options.port, options: clientOptions, logger: logger)
         let watch = SessionWatch.watching(session)
         let info: SessionInfo

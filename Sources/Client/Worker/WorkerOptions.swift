@@ -21,6 +21,8 @@ public struct WorkerOptions: Sendable {
     public var progressEvery = 10
     /// A file that gets one JSON line of timings per step (for `lars-bench worker`).
     public var statsFile: String?
+    /// Pull through the server's shared weight file when on its host (``ClientOptions/sharedWeights``).
+    public var sharedWeights = true
 
     public init(name: String) {
         self.name = name

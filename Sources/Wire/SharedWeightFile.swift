@@ -1,0 +1,212 @@
+import CSharedMemory
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Why a shared weight file could not be made or used. The session goes on over TCP.
+public struct SharedWeightError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var path: String
+    public var reason: String
+
+    public var description: String { "shared weight file \(path): \(reason)" }
+}
+
+/// The weights of the latest steps in a file in shared memory (`/dev/shm`), for workers on the
+/// server's own host: a pull is answered with the slot that holds the step (WEIGHTS_SHARED, a
+/// few bytes) instead of the weights themselves over loopback TCP (docs/wire-protocol.md §8, "Shared weights").
+///
+/// The file holds a header and two slots; each slot holds every tensor of the layout, in
+/// layout order, as little-endian float32. The server writes the newest step into the slot
+/// that does not hold the one before, so a reader of the previous step is never disturbed by
+/// the next one. A slot's sequence counter is odd while it is written and even when it is
+/// stable (a sequence lock): a reader copies the slot, then checks that the counter did not
+/// move and that the slot still holds the step it wanted. A reader that loses that race (the
+/// server moved on two steps while it copied) pulls over TCP instead.
+///
+/// Header (little-endian, 4096 bytes): magic `LARSSHW1` at 0, nonce at 8 (the server's random
+/// number, also in WELCOME's job JSON, so a worker never reads another server's file), element
+/// count at 16, slot count at 24; slot k's sequence counter at 64 + 64k and its step at
+/// 72 + 64k. Slot k's data starts at 4096 + k x (element count x 4, rounded up to 4096).
+public final class SharedWeightFile: @unchecked Sendable {
+    public let path: String
+    public let nonce: UInt64
+    /// Float32 elements per slot: every tensor of the layout.
+    public let elements: Int
+    private let base: UnsafeMutableRawPointer
+    private let length: Int
+    private let slotBytes: Int
+    private let writable: Bool
+    /// The slot the next publish writes (the writer only).
+    private var nextSlot = 0
+
+    static let magic: UInt64 = 0x3157_4853_5352_414C  // "LARSSHW1", little-endian
+    static let headerBytes = 4096
+    static let slotCount = 2
+    /// The step a slot holds before anything was written to it.
+    static let emptyStep = UInt64.max
+    /// The prefix of every shared weight file's name.
+    public static let namePrefix = "lars-ps-"
+
+    private init(path: String, nonce: UInt64, elements: Int, base: UnsafeMutableRawPointer, length: Int, writable: Bool) {
+        self.path = path
+        self.nonce = nonce
+        self.elements = elements
+        self.base = base
+        self.length = length
+        self.slotBytes = Self.slotBytes(elements: elements)
+        self.writable = writable
+    }
+
+    deinit {
+        munmap(base, length)
+        if writable { unlink(path) }
+    }
+
+    static func slotBytes(elements: Int) -> Int { (elements * 4 + 4095) / 4096 * 4096 }
+    static func fileBytes(elements: Int) -> Int { headerBytes + slotCount * slotBytes(elements: elements) }
+
+    // MARK: The server's side
+
+    /// Makes a new file for `elements` float32 values per slot in `directory`, named after this
+    /// process and a random nonce, readable and writable by its owner only. Files in `directory`
+    /// left by servers that are no longer running (a crash) are removed first.
+    public static func create(elements: Int, directory: String = "/dev/shm") throws(SharedWeightError) -> SharedWeightFile {
+        removeStale(in: directory)
+        let nonce = UInt64.random(in: 1...UInt64.max)
+        let path = (directory as NSString).appendingPathComponent(
+            "\(namePrefix)\(getpid())-\(String(nonce, radix: 16))")
+        let fd = openDescriptor(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SharedWeightError(path: path, reason: "cannot create it: \(errnoText())") }
+        defer { close(fd) }
+        let length = fileBytes(elements: elements)
+        guard ftruncate(fd, off_t(length)) == 0 else {
+            let reason = "cannot size it to \(length) bytes: \(errnoText())"
+            unlink(path)
+            throw SharedWeightError(path: path, reason: reason)
+        }
+        guard let base = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), base != MAP_FAILED else {
+            let reason = "cannot map it: \(errnoText())"
+            unlink(path)
+            throw SharedWeightError(path: path, reason: reason)
+        }
+        let file = SharedWeightFile(path: path, nonce: nonce, elements: elements, base: base, length: length, writable: true)
+        file.word(at: 8).pointee = nonce
+        file.word(at: 16).pointee = UInt64(elements)
+        file.word(at: 24).pointee = UInt64(slotCount)
+        for k in 0..<slotCount {
+            file.word(at: 72 + 64 * k).pointee = emptyStep
+        }
+        // The magic last: a reader that sees it sees the rest of the header.
+        lars_store_release(file.word(at: 0), magic)
+        return file
+    }
+
+    /// Writes the weights of `step` (every tensor of the layout, in order) into the slot that
+    /// does not hold the previous step, and returns that slot.
+    public func publish(step: UInt64, tensors: [UnsafeBufferPointer<Float>]) -> UInt32 {
+        precondition(writable, "publish on a shared weight file opened for reading")
+        let slot = nextSlot
+        nextSlot = (nextSlot + 1) % Self.slotCount
+        let sequence = word(at: 64 + 64 * slot)
+        let before = lars_load_relaxed(sequence)
+        lars_store_relaxed(sequence, before | 1)
+        lars_fence_release()
+        lars_store_relaxed(word(at: 72 + 64 * slot), step)
+        var destination = base + Self.headerBytes + slot * slotBytes
+        var written = 0
+        for tensor in tensors {
+            let count = min(tensor.count, elements - written)
+            if count > 0, let source = tensor.baseAddress {
+                destination.copyMemory(from: source, byteCount: count * 4)
+            }
+            destination += count * 4
+            written += count
+        }
+        lars_store_release(sequence, (before | 1) + 1)
+        return UInt32(slot)
+    }
+
+    /// Removes the file's name; mappings (the server's, the workers') stay valid until unmapped.
+    public func remove() {
+        unlink(path)
+    }
+
+    /// Removes files `create` made in `directory` for processes that no longer exist.
+    static func removeStale(in directory: String) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        for name in names where name.hasPrefix(namePrefix) {
+            let fields = name.dropFirst(namePrefix.count).split(separator: "-")
+            guard fields.count == 2, let pid = pid_t(fields[0]), pid > 0 else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH {
+                unlink((directory as NSString).appendingPathComponent(name))
+            }
+        }
+    }
+
+    // MARK: A worker's side
+
+    /// Maps the file at `path` for reading and checks that it is the one the server described:
+    /// the magic, `nonce` and `elements` must match.
+    public static func open(path: String, nonce: UInt64, elements: Int) throws(SharedWeightError) -> SharedWeightFile {
+        let fd = openDescriptor(path, O_RDONLY | O_CLOEXEC, 0)
+        guard fd >= 0 else { throw SharedWeightError(path: path, reason: "cannot open it: \(errnoText())") }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw SharedWeightError(path: path, reason: "cannot stat it: \(errnoText())") }
+        let length = fileBytes(elements: elements)
+        guard Int(info.st_size) == length else {
+            throw SharedWeightError(path: path, reason: "\(info.st_size) bytes, expected \(length) for \(elements) elements")
+        }
+        guard let base = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else {
+            throw SharedWeightError(path: path, reason: "cannot map it: \(errnoText())")
+        }
+        let file = SharedWeightFile(path: path, nonce: nonce, elements: elements, base: base, length: length, writable: false)
+        guard lars_load_acquire(file.word(at: 0)) == magic else {
+            throw SharedWeightError(path: path, reason: "not a shared weight file (wrong magic)")
+        }
+        let found = (file.word(at: 8).pointee, file.word(at: 16).pointee, file.word(at: 24).pointee)
+        guard found == (nonce, UInt64(elements), UInt64(slotCount)) else {
+            throw SharedWeightError(
+                path: path,
+                reason: "nonce/elements/slots \(found.0)/\(found.1)/\(found.2), expected \(nonce)/\(elements)/\(slotCount)")
+        }
+        return file
+    }
+
+    /// Copies the weights of `step` from `slot` into `tensors` (every tensor of the layout, in
+    /// order). False when the slot no longer holds `step` or was being written during the copy:
+    /// the tensors then hold garbage and the caller pulls over TCP.
+    public func read(step: UInt64, slot: UInt32, into tensors: [UnsafeMutableBufferPointer<Float>]) -> Bool {
+        guard Int(slot) < Self.slotCount, tensors.reduce(0, { $0 + $1.count }) == elements else { return false }
+        let k = Int(slot)
+        let sequence = word(at: 64 + 64 * k)
+        let before = lars_load_acquire(sequence)
+        guard before & 1 == 0, lars_load_relaxed(word(at: 72 + 64 * k)) == step else { return false }
+        var source = UnsafeRawPointer(base + Self.headerBytes + k * slotBytes)
+        for tensor in tensors {
+            if let destination = tensor.baseAddress, tensor.count > 0 {
+                UnsafeMutableRawPointer(destination).copyMemory(from: source, byteCount: tensor.count * 4)
+            }
+            source += tensor.count * 4
+        }
+        lars_fence_acquire()
+        return lars_load_relaxed(sequence) == before
+    }
+
+    private func word(at offset: Int) -> UnsafeMutablePointer<UInt64> {
+        (base + offset).assumingMemoryBound(to: UInt64.self)
+    }
+
+    private static func errnoText() -> String { String(cString: strerror(errno)) }
+}
+
+/// open(2), outside the type whose own `open` would shadow it.
+private func openDescriptor(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 {
+    open(path, flags, mode)
+}
