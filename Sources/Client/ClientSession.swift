@@ -260,6 +260,20 @@ public final class StreamingPush: @unchecked Sendable {
         connection.releasePush(step: wireStep, tensors: tensors)
     }
 
+    /// Pulls the weights of `next` into `buffers`, sending PULL on this push's connection now,
+    /// ahead of PUSH_END: the server holds it when this push closes the step and answers it
+    /// with the others, without waiting for a PULL to follow the push. If that connection
+    /// fails, the task pulls through the session (reconnecting if need be).
+    public func pullNext(_ next: Int, into buffers: [UnsafeMutableBufferPointer<Float>]) -> Task<PulledStep, any Error> {
+        let box = WeightBuffers(tensors: buffers)
+        let started = future == nil ? nil : connection.startPull(step: UInt64(max(next, 0)), into: box)
+        let session = self.session
+        return Task {
+            if let started, let pulled = try? await started.get() { return pulled }
+            return try await session.pull(step: next, into: box.tensors)
+        }
+    }
+
     /// Sends what is left and PUSH_END with `loss`, and returns once the server has read the
     /// push, like ``ClientSession/push(step:sampleCount:loss:gradients:)``.
     public nonisolated(nonsending) func finish(loss: Double) async throws(ClientError) -> PushResult {

@@ -64,7 +64,13 @@ final class Connection: Sendable {
     }
 
     func pull(step: UInt64, into buffers: WeightBuffers) async throws -> PulledStep {
-        try await channel.eventLoop.flatSubmit { self.handler.startPull(step: step, into: buffers) }.get()
+        try await startPull(step: step, into: buffers).get()
+    }
+
+    /// Starts a pull from any thread: its PULL goes out ahead of whatever is submitted to this
+    /// connection after the call (a push's PUSH_END, say).
+    func startPull(step: UInt64, into buffers: WeightBuffers) -> EventLoopFuture<PulledStep> {
+        channel.eventLoop.flatSubmit { self.handler.startPull(step: step, into: buffers) }
     }
 
     func push(step: UInt64, sampleCount: UInt32, loss: Double, gradients: GradientBuffers, ranges: [ChunkRange]) async throws -> PushResult {

@@ -295,6 +295,26 @@ struct ClientSessionLoopbackTests {
         }
     }
 
+    /// `pullNext` sends its PULL on the push's connection ahead of PUSH_END (the server holds it
+    /// when the push closes the step) and fills the buffers with the weights that answer it.
+    @Test func pullNextGoesOutAheadOfPushEnd() async throws {
+        try await withServer { server in
+            let session = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
+            _ = try await session.connect()
+            let gradients = Buffers(Self.small)
+            let stream = try await session.beginPush(step: 0, sampleCount: 32, gradients: gradients.readOnly)
+            let weights = Buffers(Self.small)
+            let pull = stream.pullNext(1, into: weights.mutable)
+            #expect(try await stream.finish(loss: 0.5) == .accepted)
+            #expect(try await pull.value.step == 1)
+            #expect(try await server.read { $0.order } == ["PULL 1", "PUSH_END 0"])
+            for (t, buffer) in weights.mutable.enumerated() {
+                for i in buffer.indices { #expect(buffer[i] == FakeServer.weight(step: 1, tensor: t, element: i)) }
+            }
+            await session.close()
+        }
+    }
+
     /// A streamed push whose connection drops midway is pushed again whole by `finish` on the
     /// next connection.
     @Test func aStreamedPushCutOffMidwayIsSentAgainWhole() async throws {

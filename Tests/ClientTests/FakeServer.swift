@@ -35,6 +35,8 @@ final class FakeServer: @unchecked Sendable {
     /// The tensor of every push chunk received, in arrival order.
     var pushChunkTensors: [UInt32] = []
     var pushEnds: [(step: UInt64, loss: Double, samples: UInt32)] = []
+    /// PULL and PUSH_END frames in the order they arrived, as "PULL 3" and "PUSH_END 2".
+    var order: [String] = []
     var evals: [(step: UInt64, accuracy: Double)] = []
     var byes = 0
     var drops = 0
@@ -139,6 +141,7 @@ final class FakeServer: @unchecked Sendable {
                 let json = String(decoding: try! JSONSerialization.data(withJSONObject: job), as: UTF8.self)
                 send(.welcome(Welcome(rank: rank, worldSize: 2, currentStep: server.step, job: json, layout: server.layout)), context: context)
             case .pull(let wanted):
+                server.order.append("PULL \(wanted)")
                 if let reason = server.byeOnPull {
                     send(.bye(reason: reason, detail: "scripted"), context: context)
                     context.close(promise: nil)
@@ -185,6 +188,7 @@ final class FakeServer: @unchecked Sendable {
                     server.gradients[step] = server.layout.tensors.map { [Float](repeating: .nan, count: $0.spec.count) }
                 }
             case .pushEnd(let step, let loss):
+                server.order.append("PUSH_END \(step)")
                 if !ignoringPush { server.pushEnds.append((step, loss, 0)) }
                 pushStep = nil
             case .eval(let step, _, let accuracy, _):

@@ -76,10 +76,9 @@ public final class TrainingLoop {
         var step = start
         var pendingEvals: [Int] = []
         var reconnectsSeen = 0
-        // The pull of the next step, sent right behind the push: no round trip after the push's
-        // acknowledgement. A worker whose push does not close the step has it waiting at the
-        // server when the step closes; the server reads the closing worker's PULL just after
-        // the close (docs/performance.md, worker, session 4).
+        // The pull of the next step, sent ahead of the push's PUSH_END (`StreamingPush.pullNext`):
+        // every worker's PULL, the closing worker's too, is waiting at the server when the step
+        // closes, and all are answered at the close (docs/performance.md, worker, sessions 4 and 9).
         var nextPull: Task<Int, any Error>?
         do {
             while true {
@@ -149,13 +148,11 @@ public final class TrainingLoop {
                 // (it needs them in hand after the push).
                 Self.collectEvalRequests(into: &pendingEvals, from: session)
                 let evaluationDue = pendingEvals.contains { $0 <= step }
-                let pushing = step
-                async let pushed = stream.finish(loss: loss)
                 if !evaluationDue {
-                    let weights = WeightTarget(buffers: trainer.weights.buffers)
-                    nextPull = Task { try await session.pull(step: pushing + 1, into: weights.buffers).step }
+                    let pull = stream.pullNext(step + 1, into: trainer.weights.buffers)
+                    nextPull = Task { try await pull.value.step }
                 }
-                let result = try await pushed
+                let result = try await stream.finish(loss: loss)
                 timings.push = lap()
                 timings.step = step
                 timings.samples = n
@@ -211,12 +208,6 @@ public final class TrainingLoop {
         default: .failed("\(error)")
         }
     }
-}
-
-/// The weight buffers a pull fills while the loop gathers the batch: the loop does not touch
-/// them until the pull returns.
-struct WeightTarget: @unchecked Sendable {
-    let buffers: [UnsafeMutableBufferPointer<Float>]
 }
 
 /// The gradient buffers a push reads while the loop gathers the next batch: the loop does not
