@@ -170,6 +170,13 @@ public final class ClientSession: Sendable {
         evalRequests.take()
     }
 
+    /// How many of the current connection's pulls were answered from the server's shared weight
+    /// file (`read`), and how many of those went again over TCP because the copy raced a newer
+    /// step (`fellBack`).
+    public func sharedPulls() async -> (read: Int, fellBack: Int) {
+        await core.sharedPulls()
+    }
+
     /// Sends BYE(shutdown) and closes; every later call throws ``ClientError/closed``.
     public func close() async {
         await core.close(sending: .bye(reason: .shutdown, detail: "worker closing"))
@@ -266,7 +273,10 @@ public final class StreamingPush: @unchecked Sendable {
     /// fails, the task pulls through the session (reconnecting if need be).
     public func pullNext(_ next: Int, into buffers: [UnsafeMutableBufferPointer<Float>]) -> Task<PulledStep, any Error> {
         let box = WeightBuffers(tensors: buffers)
-        let started = future == nil ? nil : connection.startPull(step: UInt64(max(next, 0)), into: box)
+        // Buffers shaped like the layout (the gradients' shapes, checked at `beginPush`) go now;
+        // others go through the session's pull, which names the mismatch.
+        let shaped = buffers.map(\.count) == gradients.map(\.count)
+        let started = future == nil || !shaped ? nil : connection.startPull(step: UInt64(max(next, 0)), into: box)
         let session = self.session
         return Task {
             if let started, let pulled = try? await started.get() { return pulled }

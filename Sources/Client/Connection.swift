@@ -58,6 +58,11 @@ final class Connection: Sendable {
         try? await channel.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: frame, high: 2 * frame)).get()
     }
 
+    /// ``SessionHandler/sharedPulls`` of this connection.
+    func sharedPulls() async -> (read: Int, fellBack: Int) {
+        (try? await channel.eventLoop.submit { self.handler.sharedPulls }.get()) ?? (0, 0)
+    }
+
     /// Pulls through `file` from now on.
     func useSharedWeights(_ file: SharedWeightFile) async {
         try? await channel.eventLoop.submit { self.handler.shared = file }.get()

@@ -1,3 +1,4 @@
+import Core
 import Logging
 import NIOCore
 import Wire
@@ -52,6 +53,11 @@ actor SessionCore {
     }
 
     /// The current connection, or the next one once the running reconnect has it.
+    /// The current connection's pulls through the shared weight file (none between connections).
+    func sharedPulls() async -> (read: Int, fellBack: Int) {
+        await connection?.sharedPulls() ?? (0, 0)
+    }
+
     func liveConnection() async throws(ClientError) -> Connection {
         if let ended { throw ended }
         guard info != nil else { throw .notConnected }
@@ -226,7 +232,12 @@ actor SessionCore {
                 guard w.layout == old.layout else { throw .layoutMismatch(expected: old.layout.hash, found: w.layout.hash) }
             }
             var sharedPath: String?
-            if options.sharedWeights, let s = job.sharedWeights {
+            let parameters = w.layout.tensors.reduce(0) { $0 + $1.spec.count }
+            if options.sharedWeights, let s = job.sharedWeights, s.elements != parameters {
+                logger.info("pulling over TCP", metadata: [
+                    "reason": "the shared weight file holds \(s.elements) elements, the layout \(parameters)",
+                ])
+            } else if options.sharedWeights, let s = job.sharedWeights {
                 do {
                     await c.useSharedWeights(try SharedWeightFile.open(path: s.path, nonce: s.nonce, elements: s.elements))
                     sharedPath = s.path

@@ -130,6 +130,9 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
     private(set) var knownStep: UInt64 = 0
     /// The server's shared weight file, once mapped: pulls go as PULL_SHARED.
     var shared: SharedWeightFile?
+    /// Pulls answered from the shared weight file, and those whose copy raced a newer step and
+    /// went again over TCP.
+    private(set) var sharedPulls = (read: 0, fellBack: 0)
     /// Whether a pull completed on this connection (see ``startPull(step:into:)``).
     private(set) var hasPulled = false
     private var pull: IncomingPull?
@@ -328,12 +331,14 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         case .weightsShared(let step, let slot):
             guard let pull, pull.step == nil else { throw .unexpectedMessage(.weightsShared, state: "without a PULL_SHARED waiting for it") }
             if let shared, shared.read(step: step, slot: slot, into: pull.buffers.tensors) {
+                sharedPulls.read += 1
                 pull.step = step
                 pull.receivedElements = pull.totalElements
                 try finishPull(pull)
             } else {
                 // The server wrote that slot again while it was copied (this worker lagged two
                 // steps behind): the same pull over TCP.
+                sharedPulls.fellBack += 1
                 logger.debug("shared weights overwritten while read; pulling over TCP", metadata: ["step": "\(step)"])
                 send(.pull(step: step))
             }

@@ -42,6 +42,9 @@ public final class SharedWeightFile: @unchecked Sendable {
     private let length: Int
     private let slotBytes: Int
     private let writable: Bool
+    /// The writer's descriptor, open for the file's life with an exclusive `flock`: the mark of
+    /// a live server that `removeStale` looks for.
+    private let lockDescriptor: Int32
     /// The slot the next publish writes (the writer only).
     private var nextSlot = 0
 
@@ -53,7 +56,9 @@ public final class SharedWeightFile: @unchecked Sendable {
     /// The prefix of every shared weight file's name.
     public static let namePrefix = "lars-ps-"
 
-    private init(path: String, nonce: UInt64, elements: Int, base: UnsafeMutableRawPointer, length: Int, writable: Bool) {
+    private init(
+        path: String, nonce: UInt64, elements: Int, base: UnsafeMutableRawPointer, length: Int, writable: Bool, lockDescriptor: Int32 = -1
+    ) {
         self.path = path
         self.nonce = nonce
         self.elements = elements
@@ -61,12 +66,17 @@ public final class SharedWeightFile: @unchecked Sendable {
         self.length = length
         self.slotBytes = Self.slotBytes(elements: elements)
         self.writable = writable
+        self.lockDescriptor = lockDescriptor
     }
 
     deinit {
         munmap(base, length)
         if writable { unlink(path) }
+        if lockDescriptor >= 0 { close(lockDescriptor) }
     }
+
+    /// Most elements a file may hold: its size must fit in an `Int` with room to spare.
+    static let maxElements = Int.max / 16
 
     static func slotBytes(elements: Int) -> Int { (elements * 4 + 4095) / 4096 * 4096 }
     static func fileBytes(elements: Int) -> Int { headerBytes + slotCount * slotBytes(elements: elements) }
@@ -74,28 +84,36 @@ public final class SharedWeightFile: @unchecked Sendable {
     // MARK: The server's side
 
     /// Makes a new file for `elements` float32 values per slot in `directory`, named after this
-    /// process and a random nonce, readable and writable by its owner only. Files in `directory`
-    /// left by servers that are no longer running (a crash) are removed first.
+    /// process and a random nonce, readable and writable by its owner only, with all its space
+    /// reserved (a full or small `/dev/shm`, such as a container's 64 MB default, is an error
+    /// here, not a SIGBUS at the first write). Files in `directory` that no live server holds
+    /// (left by a crash) are removed first.
     public static func create(elements: Int, directory: String = "/dev/shm") throws(SharedWeightError) -> SharedWeightFile {
         removeStale(in: directory)
         let nonce = UInt64.random(in: 1...UInt64.max)
         let path = (directory as NSString).appendingPathComponent(
             "\(namePrefix)\(getpid())-\(String(nonce, radix: 16))")
+        guard elements > 0, elements <= maxElements else {
+            throw SharedWeightError(path: path, reason: "\(elements) elements: expected 1...\(maxElements)")
+        }
         let fd = openDescriptor(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SharedWeightError(path: path, reason: "cannot create it: \(errnoText())") }
-        defer { close(fd) }
-        let length = fileBytes(elements: elements)
-        guard ftruncate(fd, off_t(length)) == 0 else {
-            let reason = "cannot size it to \(length) bytes: \(errnoText())"
+        func fail(_ reason: String) -> SharedWeightError {
             unlink(path)
-            throw SharedWeightError(path: path, reason: reason)
+            close(fd)
+            return SharedWeightError(path: path, reason: reason)
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { throw fail("cannot lock it: \(errnoText())") }
+        let length = fileBytes(elements: elements)
+        let reserved = posix_fallocate(fd, 0, off_t(length))
+        guard reserved == 0 else {
+            throw fail("cannot reserve \(length) bytes in \(directory): \(String(cString: strerror(reserved)))")
         }
         guard let base = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), base != MAP_FAILED else {
-            let reason = "cannot map it: \(errnoText())"
-            unlink(path)
-            throw SharedWeightError(path: path, reason: reason)
+            throw fail("cannot map it: \(errnoText())")
         }
-        let file = SharedWeightFile(path: path, nonce: nonce, elements: elements, base: base, length: length, writable: true)
+        let file = SharedWeightFile(
+            path: path, nonce: nonce, elements: elements, base: base, length: length, writable: true, lockDescriptor: fd)
         file.word(at: 8).pointee = nonce
         file.word(at: 16).pointee = UInt64(elements)
         file.word(at: 24).pointee = UInt64(slotCount)
@@ -137,15 +155,18 @@ public final class SharedWeightFile: @unchecked Sendable {
         unlink(path)
     }
 
-    /// Removes files `create` made in `directory` for processes that no longer exist.
+    /// Removes files `create` made in `directory` that no live server holds: a server keeps an
+    /// exclusive `flock` on its file while it runs, so a file this process can open and lock is
+    /// stale. (A process id would not do: servers in other PID namespaces can share /dev/shm.)
+    /// Files of other users cannot be opened and stay.
     static func removeStale(in directory: String) {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
         for name in names where name.hasPrefix(namePrefix) {
-            let fields = name.dropFirst(namePrefix.count).split(separator: "-")
-            guard fields.count == 2, let pid = pid_t(fields[0]), pid > 0 else { continue }
-            if kill(pid, 0) != 0 && errno == ESRCH {
-                unlink((directory as NSString).appendingPathComponent(name))
-            }
+            let path = (directory as NSString).appendingPathComponent(name)
+            let fd = openDescriptor(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0)
+            guard fd >= 0 else { continue }
+            if flock(fd, LOCK_EX | LOCK_NB) == 0 { unlink(path) }
+            close(fd)
         }
     }
 
@@ -154,11 +175,15 @@ public final class SharedWeightFile: @unchecked Sendable {
     /// Maps the file at `path` for reading and checks that it is the one the server described:
     /// the magic, `nonce` and `elements` must match.
     public static func open(path: String, nonce: UInt64, elements: Int) throws(SharedWeightError) -> SharedWeightFile {
-        let fd = openDescriptor(path, O_RDONLY | O_CLOEXEC, 0)
+        guard elements > 0, elements <= maxElements else {
+            throw SharedWeightError(path: path, reason: "\(elements) elements: expected 1...\(maxElements)")
+        }
+        let fd = openDescriptor(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0)
         guard fd >= 0 else { throw SharedWeightError(path: path, reason: "cannot open it: \(errnoText())") }
         defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw SharedWeightError(path: path, reason: "cannot stat it: \(errnoText())") }
+        guard info.st_mode & S_IFMT == S_IFREG else { throw SharedWeightError(path: path, reason: "not a regular file") }
         let length = fileBytes(elements: elements)
         guard Int(info.st_size) == length else {
             throw SharedWeightError(path: path, reason: "\(info.st_size) bytes, expected \(length) for \(elements) elements")

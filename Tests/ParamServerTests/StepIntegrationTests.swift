@@ -47,6 +47,10 @@ struct StepIntegrationTests {
             #expect(wa.values == reference.weights.values, "weights after step \(t) differ from Core's LARS")
         }
         #expect(h.metric("lars_steps_total") == 3)
+        // Every pull of `a` (W_0 to W_3) came through the file, none again over TCP; or none did.
+        let counted = await a.sharedPulls()
+        #expect(counted.read == (sharedWeights ? 4 : 0))
+        #expect(counted.fellBack == 0)
         let loss = try #require(h.metric("lars_loss"))
         #expect(abs(loss - (20 * 2.0 + 44 * 2.5) / 64) < 1e-12)
         await a.close()

@@ -84,21 +84,79 @@ import Testing
         #expect(missing?.description.contains("lars-ps-1-none") == true)
     }
 
-    @Test func theServerRemovesItsFileAndFilesOfServersThatAreGone() throws {
+    @Test func theServerRemovesItsFileAndFilesNoLiveServerHolds() throws {
         let dir = try Self.directory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        // A pid far above any pid_max the kernel allows: no such process.
-        let stale = dir + "/lars-ps-2147483000-abc"
-        let mine = dir + "/lars-ps-\(getpid())-def"
+        // A live server's file (locked while it exists), one left by a crash (nobody holds its
+        // lock), and a file that is not ours.
+        let live = try SharedWeightFile.create(elements: 4, directory: dir)
+        let stale = dir + "/lars-ps-\(getpid())-abc"
         let other = dir + "/unrelated-file"
-        for path in [stale, mine, other] { FileManager.default.createFile(atPath: path, contents: Data([1])) }
+        for path in [stale, other] { FileManager.default.createFile(atPath: path, contents: Data([1])) }
         var server: SharedWeightFile? = try SharedWeightFile.create(elements: 4, directory: dir)
         let path = try #require(server?.path)
         #expect(!FileManager.default.fileExists(atPath: stale))
-        #expect(FileManager.default.fileExists(atPath: mine))
+        #expect(FileManager.default.fileExists(atPath: live.path))
         #expect(FileManager.default.fileExists(atPath: other))
         #expect(FileManager.default.fileExists(atPath: path))
         server = nil
         #expect(!FileManager.default.fileExists(atPath: path), "the owner's file goes with it")
+        #expect(FileManager.default.fileExists(atPath: live.path))
+    }
+
+    /// A writer publishing step after step while a reader copies: every copy the reader accepts
+    /// holds one step's values throughout, and it is the step it asked for.
+    @Test func aCopyThatRacesTheWriterIsNeverAccepted() throws {
+        let dir = try Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let elements = 1 << 18
+        let server = try SharedWeightFile.create(elements: elements, directory: dir)
+        let worker = try SharedWeightFile.open(path: server.path, nonce: server.nonce, elements: elements)
+        let published = Published()
+        let writer = Thread {
+            let source = UnsafeMutableBufferPointer<Float>.allocate(capacity: elements)
+            defer { source.deallocate() }
+            for step in 1...4000 {
+                source.update(repeating: Float(step))
+                let slot = server.publish(step: UInt64(step), tensors: [UnsafeBufferPointer(source)])
+                published.set(step: step, slot: slot)
+            }
+            published.finish()
+        }
+        writer.start()
+        let target = UnsafeMutableBufferPointer<Float>.allocate(capacity: elements)
+        defer { target.deallocate() }
+        var accepted = 0, refused = 0
+        while let (step, slot) = published.latest() {
+            if worker.read(step: UInt64(step), slot: slot, into: [target]) {
+                accepted += 1
+                let whole = target.allSatisfy { $0 == Float(step) }
+                #expect(whole, "an accepted copy of step \(step) holds other values")
+                if !whole { break }
+            } else {
+                refused += 1
+            }
+        }
+        print("shared weight race: \(accepted) copies accepted, \(refused) refused")
+        // Once the writer has stopped, the last step reads whole.
+        let last = try #require(published.last)
+        #expect(worker.read(step: UInt64(last.step), slot: last.slot, into: [target]))
+        #expect(target.allSatisfy { $0 == Float(last.step) })
+    }
+}
+
+/// The writer's latest step and slot, for the race test's reader.
+private final class Published: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: (step: Int, slot: UInt32)?
+    private var done = false
+
+    func set(step: Int, slot: UInt32) { lock.withLock { value = (step, slot) } }
+    var last: (step: Int, slot: UInt32)? { lock.withLock { value } }
+    func finish() { lock.withLock { done = true } }
+
+    /// The latest publish, nil once the writer is done.
+    func latest() -> (Int, UInt32)? {
+        lock.withLock { done ? nil : value ?? (0, 0) }
     }
 }
