@@ -258,7 +258,11 @@ final class StepCoordinator: @unchecked Sendable {
     }
 
     private func answer(_ link: any WorkerLink, shared: Bool) {
-        guard shared, let file = sharedWeights else { return link.sendWeights(snapshot) }
+        guard shared, let file = sharedWeights else {
+            telemetry.pulled(sharedMemory: false)
+            return link.sendWeights(snapshot)
+        }
+        telemetry.pulled(sharedMemory: true)
         let published = snapshot.step
         if sharedSlot?.step != published {
             sharedSlot = (published, file.publish(step: UInt64(published), tensors: weights.readable))
@@ -493,7 +497,7 @@ final class StepCoordinator: @unchecked Sendable {
         pendingPulls.removeAll { $0.step <= step }
         // Shared pulls first: each costs a few bytes, while a TCP pull writes the whole model.
         for p in ready where p.shared { answer(p.link, shared: true) }
-        for p in ready where !p.shared { p.link.sendWeights(snapshot) }
+        for p in ready where !p.shared { answer(p.link, shared: false) }
     }
 
     // MARK: Deadline

@@ -51,6 +51,11 @@ struct StepIntegrationTests {
         let counted = await a.sharedPulls()
         #expect(counted.read == (sharedWeights ? 4 : 0))
         #expect(counted.fellBack == 0)
+        // The server counts the same: a pulled W_0 to W_3 and b only W_0, five pulls in all.
+        let viaShared = h.metric(#"lars_pulls_total{via="shared_memory"}"#) ?? -1
+        let viaTCP = h.metric(#"lars_pulls_total{via="tcp"}"#) ?? -1
+        #expect(viaShared + viaTCP == 5)
+        #expect(viaShared == (sharedWeights ? 5 : 0))
         let loss = try #require(h.metric("lars_loss"))
         #expect(abs(loss - (20 * 2.0 + 44 * 2.5) / 64) < 1e-12)
         await a.close()

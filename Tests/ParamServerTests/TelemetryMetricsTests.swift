@@ -19,6 +19,7 @@ struct TelemetryMetricsTests {
         ("lars_gradient_norm", "gauge"),
         ("lars_workers_connected", "gauge"),
         ("lars_push_bytes_total", "counter"),
+        ("lars_pulls_total", "counter"),
         ("lars_rejected_frames_total", "counter"),
         ("lars_last_step_timestamp_seconds", "gauge"),
         ("lars_build_info", "gauge"),
@@ -45,6 +46,7 @@ struct TelemetryMetricsTests {
         }
         for expected in [
             "lars_steps_total 0", "lars_skipped_steps_total 0", "lars_push_bytes_total 0",
+            #"lars_pulls_total{via="shared_memory"} 0"#, #"lars_pulls_total{via="tcp"} 0"#,
             "lars_workers_connected 0.0", "lars_step 0.0", "lars_epoch 0.0", "lars_learning_rate 0.0",
             "lars_last_step_timestamp_seconds 0.0", "lars_loss nan", "lars_test_accuracy nan", "lars_test_loss nan",
             #"lars_trust_ratio{layer="fc1.weight"} nan"#, #"lars_trust_ratio{layer="fc1.bias"} nan"#,

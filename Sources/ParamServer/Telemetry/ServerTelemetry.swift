@@ -66,6 +66,7 @@ public final class ServerTelemetry: Sendable {
         var stepsTotal = 0
         var skippedStepsTotal = 0
         var pushBytesTotal = 0
+        var pulls = (sharedMemory: 0, tcp: 0)
         var evaluation: Evaluation?
         var workers: [Int: Worker] = [:]
         var missingRanks: [Int] = []
@@ -171,6 +172,14 @@ public final class ServerTelemetry: Sendable {
     public func rejected(_ reason: RejectReason) {
         state.withLockedValue { $0.rejected[reason, default: 0] += 1 }
         metrics.rejectedFrames[reason]?.increment()
+    }
+
+    /// Counts one answered pull, through the shared weight file or over TCP.
+    public func pulled(sharedMemory: Bool) {
+        state.withLockedValue { state in
+            if sharedMemory { state.pulls.sharedMemory += 1 } else { state.pulls.tcp += 1 }
+        }
+        (sharedMemory ? metrics.pullsSharedMemory : metrics.pullsTCP).increment()
     }
 
     /// Counts gradient payload bytes received.
@@ -307,6 +316,7 @@ public final class ServerTelemetry: Sendable {
             ("steps_total", .int(state.stepsTotal)),
             ("skipped_steps_total", .int(state.skippedStepsTotal)),
             ("push_bytes_total", .int(state.pushBytesTotal)),
+            ("pulls", .object([("shared_memory", .int(state.pulls.sharedMemory)), ("tcp", .int(state.pulls.tcp))])),
             ("last_step_time", .optional(state.lastStepTime?.timeIntervalSince1970)),
             ("last_step_duration", .optional(state.lastStepDuration)),
             ("workers_expected", .int(job.workers)),

@@ -24,6 +24,9 @@ struct TelemetryMetrics: Sendable {
     let epoch: Gauge
     let workersConnected: Gauge
     let pushBytesTotal: Counter
+    /// Pulls answered, by how the weights went: `shared_memory` or `tcp`.
+    let pullsSharedMemory: Counter
+    let pullsTCP: Counter
     let lastStepTimestamp: Gauge
     let rejectedFrames: [RejectReason: Counter]
 
@@ -55,6 +58,9 @@ struct TelemetryMetrics: Sendable {
         workersConnected = gauge("lars_workers_connected", "Workers currently connected.", initial: 0)
         pushBytesTotal = registry.makeCounter(
             descriptor: family("lars_push_bytes_total", "Gradient payload bytes received from workers."))
+        let pulls = family("lars_pulls_total", "Pulls answered, by how the weights went (shared_memory: the file in /dev/shm).")
+        pullsSharedMemory = registry.makeCounter(descriptor: pulls, labels: [("via", "shared_memory")])
+        pullsTCP = registry.makeCounter(descriptor: pulls, labels: [("via", "tcp")])
         lastStepTimestamp = gauge(
             "lars_last_step_timestamp_seconds", "Unix time at which the last step closed (0 before).", initial: 0)
         let rejected = family("lars_rejected_frames_total", "Frames from workers refused, by reason.")
