@@ -1,4 +1,5 @@
 import Core
+import Foundation
 import Logging
 import NIOCore
 import Testing
@@ -291,6 +292,43 @@ struct ClientSessionLoopbackTests {
             #expect(try await server.read { $0.gradients[0] ?? [] } == gradients.readOnly.map { Array($0) })
             #expect(try await server.read { $0.pushEnds.map(\.loss) } == [0.625])
             #expect(try await server.read { $0.pushChunkTensors } == [1, 0, 0, 0, 2])
+            await session.close()
+        }
+    }
+
+    /// With a shared weight file named in WELCOME, pulls are read from its slots; a slot the
+    /// server wrote again before the copy makes the client pull that step over TCP instead.
+    @Test func sharedWeightsAreReadFromTheFileAndARacedCopyGoesAgainOverTCP() async throws {
+        try await withServer { server in
+            let dir = NSTemporaryDirectory() + "lars-fake-shm-\(UUID().uuidString)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let elements = Self.small.tensors.reduce(0) { $0 + $1.spec.count }
+            let file = try SharedWeightFile.create(elements: elements, directory: dir)
+            try await server.write {
+                $0.sharedFile = file
+                $0.step = 3
+            }
+            let session = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
+            let info = try await session.connect()
+            #expect(info.sharedWeightsPath == file.path)
+            let weights = Buffers(Self.small)
+            for (step, overwrite) in [(3, false), (4, true)] {
+                try await server.write {
+                    $0.step = UInt64(step)
+                    $0.overwriteSharedSlot = overwrite
+                }
+                for buffer in weights.mutable { buffer.update(repeating: .nan) }
+                #expect(try await session.pull(step: step, into: weights.mutable).step == step)
+                for (t, buffer) in weights.mutable.enumerated() {
+                    let right = buffer.indices.allSatisfy { buffer[$0] == FakeServer.weight(step: UInt64(step), tensor: t, element: $0) }
+                    #expect(right, "tensor \(t) after the pull of step \(step)")
+                }
+            }
+            let counted = await session.sharedPulls()
+            #expect(counted.read == 1)
+            #expect(counted.fellBack == 1)
+            #expect(try await server.read { $0.order } == ["PULL_SHARED 3", "PULL_SHARED 4", "PULL 4"])
             await session.close()
         }
     }

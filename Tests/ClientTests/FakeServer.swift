@@ -26,6 +26,10 @@ final class FakeServer: @unchecked Sendable {
     /// Close the connection instead of answering the next PULL for a step after `step`.
     var dropOnPullAhead = false
     var evalRequestMidWeights: UInt64?
+    /// A shared weight file to name in WELCOME and answer PULL_SHARED from.
+    var sharedFile: SharedWeightFile?
+    /// Answer the next PULL_SHARED with a slot written again (two steps on) before the answer.
+    var overwriteSharedSlot = false
 
     // Record.
     var hellos: [Hello] = []
@@ -138,7 +142,11 @@ final class FakeServer: @unchecked Sendable {
                     "steps_per_epoch": 5, "total_steps": 10,
                     "fingerprint": ["sample_count": 60000, "label_crc32": 3_000_000_000],
                 ]
-                let json = String(decoding: try! JSONSerialization.data(withJSONObject: job), as: UTF8.self)
+                var described = job
+                if let file = server.sharedFile {
+                    described["shared_weights"] = ["path": file.path, "nonce": String(file.nonce, radix: 16), "elements": file.elements]
+                }
+                let json = String(decoding: try! JSONSerialization.data(withJSONObject: described), as: UTF8.self)
                 send(.welcome(Welcome(rank: rank, worldSize: 2, currentStep: server.step, job: json, layout: server.layout)), context: context)
             case .pull(let wanted):
                 server.order.append("PULL \(wanted)")
@@ -169,6 +177,24 @@ final class FakeServer: @unchecked Sendable {
                         send(.heartbeat(sequence: 99), context: context)
                     }
                 }
+            case .pullShared(let wanted):
+                server.order.append("PULL_SHARED \(wanted)")
+                guard let file = server.sharedFile else { return }
+                let step = max(wanted, server.step)
+                let tensors = server.layout.tensors
+                func publish(_ s: UInt64) -> UInt32 {
+                    let values = tensors.indices.flatMap { t in
+                        (0..<tensors[t].spec.count).map { FakeServer.weight(step: s, tensor: t, element: $0) }
+                    }
+                    return values.withUnsafeBufferPointer { file.publish(step: s, tensors: [$0]) }
+                }
+                let slot = publish(step)
+                if server.overwriteSharedSlot {
+                    server.overwriteSharedSlot = false
+                    _ = publish(step + 1)
+                    _ = publish(step + 2)  // into `slot` again
+                }
+                send(.weightsShared(step: step, slot: slot), context: context)
             case .pushBegin(let step, _):
                 pushStep = step
                 if let current = server.stepClosedOnPush {
