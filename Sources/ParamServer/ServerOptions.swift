@@ -25,6 +25,8 @@ public struct ServerOptions: Sendable {
     /// Serve pulls of workers on this host from a file in /dev/shm (PULL_SHARED) instead of
     /// sending the weights over loopback TCP; workers elsewhere, or that cannot map it, use TCP.
     public var sharedWeights = true
+    /// Where the shared weight file goes: shared memory (tmpfs) by default.
+    public var sharedWeightsDirectory = "/dev/shm"
     /// Seconds to wait for the final evaluation before ending without it.
     public var finalEvalTimeout: Double = 120
 

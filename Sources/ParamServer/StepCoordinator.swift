@@ -152,7 +152,7 @@ final class StepCoordinator: @unchecked Sendable {
         self.finished = eventLoop.makePromise(of: JobOutcome.self)
         if options.sharedWeights {
             do {
-                sharedWeights = try SharedWeightFile.create(elements: layout.parameterCount)
+                sharedWeights = try SharedWeightFile.create(elements: layout.parameterCount, directory: options.sharedWeightsDirectory)
             } catch {
                 sharedWeights = nil
                 logger.warning("workers on this host pull over TCP", metadata: ["reason": "\(error)"])

@@ -46,6 +46,9 @@ final class ServerHarness: @unchecked Sendable {
         options.finalEvalTimeout = 300
         options.authToken = authToken
         options.sharedWeights = sharedWeights
+        // The file goes to the test's own directory, so the tests need no /dev/shm.
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        options.sharedWeightsDirectory = directory
         var logger = Logger(label: "test-server")
         logger.logLevel = .warning
         server = try ParameterServer(job: job, options: options, logger: logger)
