@@ -22,6 +22,9 @@ struct StepBench: AsyncParsableCommand {
     @Option(help: "Timed steps (the median is printed).")
     var rounds = 10
 
+    @Flag(help: "Pull through the server's shared weight file, as workers on its host do; off by default, so that every byte crosses TCP like the bound's.")
+    var sharedWeights = false
+
     func run() async throws {
         var logger = Logger(label: "bench")
         logger.logLevel = .error
@@ -37,12 +40,15 @@ struct StepBench: AsyncParsableCommand {
         options.port = 0
         options.httpPort = 0
         options.checkpointDir = NSTemporaryDirectory() + "lars-step-bench-\(UUID().uuidString)"
+        options.sharedWeights = sharedWeights
         let server = try ParameterServer(job: job, options: options, logger: logger)
         try await server.start()
         defer { try? FileManager.default.removeItem(atPath: options.checkpointDir!) }
 
         let sessions = (0..<2).map { (r: Int) in
-            ClientSession(host: "127.0.0.1", port: server.port, options: ClientOptions(workerName: "bench\(r)", wantedRank: r), logger: logger)
+            ClientSession(
+                host: "127.0.0.1", port: server.port,
+                options: ClientOptions(workerName: "bench\(r)", wantedRank: r, sharedWeights: sharedWeights), logger: logger)
         }
         let weights = (0..<2).map { _ in FloatArena(layout: layout) }
         let grads = (0..<2).map { _ in FloatArena(layout: layout) }
@@ -74,6 +80,7 @@ struct StepBench: AsyncParsableCommand {
 
         let tcp = try LoopbackTCP.secondsToMove(bytes: 4 * bytes)
         print("step_params=\(layout.parameterCount)")
+        print("step_pulls_via=\(sharedWeights ? "shared_memory" : "tcp")")
         report("step_2w_ms", step * 1e3)
         report("step_2w_steps_per_s", 1 / step)
         report("step_moved_gbs", Double(4 * bytes) / step / 1e9)
