@@ -52,12 +52,12 @@ actor SessionCore {
         return info.layout
     }
 
-    /// The current connection, or the next one once the running reconnect has it.
     /// The current connection's pulls through the shared weight file (none between connections).
     func sharedPulls() async -> (read: Int, fellBack: Int) {
         await connection?.sharedPulls() ?? (0, 0)
     }
 
+    /// The current connection, or the next one once the running reconnect has it.
     func liveConnection() async throws(ClientError) -> Connection {
         if let ended { throw ended }
         guard info != nil else { throw .notConnected }
@@ -232,14 +232,11 @@ actor SessionCore {
                 guard w.layout == old.layout else { throw .layoutMismatch(expected: old.layout.hash, found: w.layout.hash) }
             }
             var sharedPath: String?
-            let parameters = w.layout.tensors.reduce(0) { $0 + $1.spec.count }
-            if options.sharedWeights, let s = job.sharedWeights, s.elements != parameters {
-                logger.info("pulling over TCP", metadata: [
-                    "reason": "the shared weight file holds \(s.elements) elements, the layout \(parameters)",
-                ])
-            } else if options.sharedWeights, let s = job.sharedWeights {
+            if options.sharedWeights, let s = job.sharedWeights {
                 do {
-                    await c.useSharedWeights(try SharedWeightFile.open(path: s.path, nonce: s.nonce, elements: s.elements))
+                    // Opened for the layout's size: a file of any other size or header is refused.
+                    let file = try SharedWeightFile.open(path: s.path, nonce: s.nonce, elements: w.layout.layout.parameterCount)
+                    await c.useSharedWeights(file)
                     sharedPath = s.path
                 } catch {
                     logger.info("pulling over TCP", metadata: ["reason": "\(error)"])

@@ -264,10 +264,14 @@ final class StepCoordinator: @unchecked Sendable {
         }
         telemetry.pulled(sharedMemory: true)
         let published = snapshot.step
-        if sharedSlot?.step != published {
-            sharedSlot = (published, file.publish(step: UInt64(published), tensors: weights.readable))
+        let slot: UInt32
+        if let written = sharedSlot, written.step == published {
+            slot = written.slot
+        } else {
+            slot = file.publish(step: UInt64(published), tensors: weights.readable)
+            sharedSlot = (published, slot)
         }
-        link.send(.weightsShared(step: UInt64(published), slot: sharedSlot!.slot))
+        link.send(.weightsShared(step: UInt64(published), slot: slot))
     }
 
     // MARK: Push

@@ -41,10 +41,11 @@ public final class SharedWeightFile: @unchecked Sendable {
     private let base: UnsafeMutableRawPointer
     private let length: Int
     private let slotBytes: Int
-    private let writable: Bool
     /// The writer's descriptor, open for the file's life with an exclusive `flock`: the mark of
-    /// a live server that `removeStale` looks for.
+    /// a live server that `removeStale` looks for. -1 for a reader.
     private let lockDescriptor: Int32
+    /// Whether this is the server's side, which writes the file and owns its name.
+    private var isWriter: Bool { lockDescriptor >= 0 }
     /// The slot the next publish writes (the writer only).
     private var nextSlot = 0
 
@@ -57,7 +58,7 @@ public final class SharedWeightFile: @unchecked Sendable {
     public static let namePrefix = "lars-ps-"
 
     private init(
-        path: String, nonce: UInt64, elements: Int, base: UnsafeMutableRawPointer, length: Int, writable: Bool, lockDescriptor: Int32 = -1
+        path: String, nonce: UInt64, elements: Int, base: UnsafeMutableRawPointer, length: Int, lockDescriptor: Int32 = -1
     ) {
         self.path = path
         self.nonce = nonce
@@ -65,18 +66,26 @@ public final class SharedWeightFile: @unchecked Sendable {
         self.base = base
         self.length = length
         self.slotBytes = Self.slotBytes(elements: elements)
-        self.writable = writable
         self.lockDescriptor = lockDescriptor
     }
 
     deinit {
         munmap(base, length)
-        if writable { unlink(path) }
-        if lockDescriptor >= 0 { close(lockDescriptor) }
+        if isWriter {
+            unlink(path)
+            close(lockDescriptor)
+        }
     }
 
     /// Most elements a file may hold: its size must fit in an `Int` with room to spare.
     static let maxElements = Int.max / 16
+
+    /// Refuses an element count whose file size would not fit.
+    private static func checkElements(_ elements: Int, path: String) throws(SharedWeightError) {
+        guard elements > 0, elements <= maxElements else {
+            throw SharedWeightError(path: path, reason: "\(elements) elements: expected 1...\(maxElements)")
+        }
+    }
 
     static func slotBytes(elements: Int) -> Int { (elements * 4 + 4095) / 4096 * 4096 }
     static func fileBytes(elements: Int) -> Int { headerBytes + slotCount * slotBytes(elements: elements) }
@@ -93,9 +102,7 @@ public final class SharedWeightFile: @unchecked Sendable {
         let nonce = UInt64.random(in: 1...UInt64.max)
         let path = (directory as NSString).appendingPathComponent(
             "\(namePrefix)\(getpid())-\(String(nonce, radix: 16))")
-        guard elements > 0, elements <= maxElements else {
-            throw SharedWeightError(path: path, reason: "\(elements) elements: expected 1...\(maxElements)")
-        }
+        try checkElements(elements, path: path)
         let fd = openDescriptor(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SharedWeightError(path: path, reason: "cannot create it: \(errnoText())") }
         func fail(_ reason: String) -> SharedWeightError {
@@ -113,12 +120,12 @@ public final class SharedWeightFile: @unchecked Sendable {
             throw fail("cannot map it: \(errnoText())")
         }
         let file = SharedWeightFile(
-            path: path, nonce: nonce, elements: elements, base: base, length: length, writable: true, lockDescriptor: fd)
+            path: path, nonce: nonce, elements: elements, base: base, length: length, lockDescriptor: fd)
         file.word(at: 8).pointee = nonce
         file.word(at: 16).pointee = UInt64(elements)
         file.word(at: 24).pointee = UInt64(slotCount)
         for k in 0..<slotCount {
-            file.word(at: 72 + 64 * k).pointee = emptyStep
+            file.stepWord(ofSlot: k).pointee = emptyStep
         }
         // The magic last: a reader that sees it sees the rest of the header.
         lars_store_release(file.word(at: 0), magic)
@@ -128,23 +135,21 @@ public final class SharedWeightFile: @unchecked Sendable {
     /// Writes the weights of `step` (every tensor of the layout, in order) into the slot that
     /// does not hold the previous step, and returns that slot.
     public func publish(step: UInt64, tensors: [UnsafeBufferPointer<Float>]) -> UInt32 {
-        precondition(writable, "publish on a shared weight file opened for reading")
+        precondition(isWriter, "publish on a shared weight file opened for reading")
+        precondition(tensors.reduce(0) { $0 + $1.count } == elements, "publish of tensors that do not fill a slot")
         let slot = nextSlot
         nextSlot = (nextSlot + 1) % Self.slotCount
-        let sequence = word(at: 64 + 64 * slot)
+        let sequence = sequenceWord(ofSlot: slot)
         let before = lars_load_relaxed(sequence)
         lars_store_relaxed(sequence, before | 1)
         lars_fence_release()
-        lars_store_relaxed(word(at: 72 + 64 * slot), step)
-        var destination = base + Self.headerBytes + slot * slotBytes
-        var written = 0
+        lars_store_relaxed(stepWord(ofSlot: slot), step)
+        var destination = data(ofSlot: slot)
         for tensor in tensors {
-            let count = min(tensor.count, elements - written)
-            if count > 0, let source = tensor.baseAddress {
-                destination.copyMemory(from: source, byteCount: count * 4)
+            if let source = tensor.baseAddress, tensor.count > 0 {
+                destination.copyMemory(from: source, byteCount: tensor.count * 4)
             }
-            destination += count * 4
-            written += count
+            destination += tensor.count * 4
         }
         lars_store_release(sequence, (before | 1) + 1)
         return UInt32(slot)
@@ -175,9 +180,7 @@ public final class SharedWeightFile: @unchecked Sendable {
     /// Maps the file at `path` for reading and checks that it is the one the server described:
     /// the magic, `nonce` and `elements` must match.
     public static func open(path: String, nonce: UInt64, elements: Int) throws(SharedWeightError) -> SharedWeightFile {
-        guard elements > 0, elements <= maxElements else {
-            throw SharedWeightError(path: path, reason: "\(elements) elements: expected 1...\(maxElements)")
-        }
+        try checkElements(elements, path: path)
         let fd = openDescriptor(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0)
         guard fd >= 0 else { throw SharedWeightError(path: path, reason: "cannot open it: \(errnoText())") }
         defer { close(fd) }
@@ -191,7 +194,7 @@ public final class SharedWeightFile: @unchecked Sendable {
         guard let base = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else {
             throw SharedWeightError(path: path, reason: "cannot map it: \(errnoText())")
         }
-        let file = SharedWeightFile(path: path, nonce: nonce, elements: elements, base: base, length: length, writable: false)
+        let file = SharedWeightFile(path: path, nonce: nonce, elements: elements, base: base, length: length)
         guard lars_load_acquire(file.word(at: 0)) == magic else {
             throw SharedWeightError(path: path, reason: "not a shared weight file (wrong magic)")
         }
@@ -210,10 +213,10 @@ public final class SharedWeightFile: @unchecked Sendable {
     public func read(step: UInt64, slot: UInt32, into tensors: [UnsafeMutableBufferPointer<Float>]) -> Bool {
         guard Int(slot) < Self.slotCount, tensors.reduce(0, { $0 + $1.count }) == elements else { return false }
         let k = Int(slot)
-        let sequence = word(at: 64 + 64 * k)
+        let sequence = sequenceWord(ofSlot: k)
         let before = lars_load_acquire(sequence)
-        guard before & 1 == 0, lars_load_relaxed(word(at: 72 + 64 * k)) == step else { return false }
-        var source = UnsafeRawPointer(base + Self.headerBytes + k * slotBytes)
+        guard before & 1 == 0, lars_load_relaxed(stepWord(ofSlot: k)) == step else { return false }
+        var source = UnsafeRawPointer(data(ofSlot: k))
         for tensor in tensors {
             if let destination = tensor.baseAddress, tensor.count > 0 {
                 UnsafeMutableRawPointer(destination).copyMemory(from: source, byteCount: tensor.count * 4)
@@ -227,6 +230,11 @@ public final class SharedWeightFile: @unchecked Sendable {
     private func word(at offset: Int) -> UnsafeMutablePointer<UInt64> {
         (base + offset).assumingMemoryBound(to: UInt64.self)
     }
+
+    /// Slot `k`'s sequence counter (odd while written), its step, and its first data byte.
+    private func sequenceWord(ofSlot k: Int) -> UnsafeMutablePointer<UInt64> { word(at: 64 + 64 * k) }
+    private func stepWord(ofSlot k: Int) -> UnsafeMutablePointer<UInt64> { word(at: 72 + 64 * k) }
+    private func data(ofSlot k: Int) -> UnsafeMutableRawPointer { base + Self.headerBytes + k * slotBytes }
 
     private static func errnoText() -> String { String(cString: strerror(errno)) }
 }

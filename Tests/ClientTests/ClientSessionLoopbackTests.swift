@@ -29,6 +29,12 @@ struct ClientSessionLoopbackTests {
         init(_ layout: WireLayout) { arena = FloatArena(layout: layout.layout) }
         var mutable: [UnsafeMutableBufferPointer<Float>] { arena.buffers }
         var readOnly: [UnsafeBufferPointer<Float>] { arena.buffers.map { UnsafeBufferPointer($0) } }
+        /// Whether every element holds what `FakeServer` sends as the weights of `step`.
+        func holdFakeWeights(step: UInt64) -> Bool {
+            arena.buffers.enumerated().allSatisfy { t, buffer in
+                buffer.indices.allSatisfy { buffer[$0] == FakeServer.weight(step: step, tensor: t, element: $0) }
+            }
+        }
     }
 
     /// Polls `condition` until it holds (or 10 s passed): the server records asynchronously.
@@ -79,9 +85,7 @@ struct ClientSessionLoopbackTests {
             let weights = Buffers(Self.small)
             let pulled = try await session.pull(step: 3, into: weights.mutable)
             #expect(pulled.step == 3)
-            for (t, buffer) in weights.mutable.enumerated() {
-                for i in buffer.indices { #expect(buffer[i] == FakeServer.weight(step: 3, tensor: t, element: i)) }
-            }
+            #expect(weights.holdFakeWeights(step: 3))
 
             let gradients = Buffers(Self.small)
             for (t, buffer) in gradients.mutable.enumerated() {
@@ -303,8 +307,7 @@ struct ClientSessionLoopbackTests {
             let dir = NSTemporaryDirectory() + "lars-fake-shm-\(UUID().uuidString)"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: dir) }
-            let elements = Self.small.tensors.reduce(0) { $0 + $1.spec.count }
-            let file = try SharedWeightFile.create(elements: elements, directory: dir)
+            let file = try SharedWeightFile.create(elements: Self.small.layout.parameterCount, directory: dir)
             try await server.write {
                 $0.sharedFile = file
                 $0.step = 3
@@ -320,10 +323,7 @@ struct ClientSessionLoopbackTests {
                 }
                 for buffer in weights.mutable { buffer.update(repeating: .nan) }
                 #expect(try await session.pull(step: step, into: weights.mutable).step == step)
-                for (t, buffer) in weights.mutable.enumerated() {
-                    let right = buffer.indices.allSatisfy { buffer[$0] == FakeServer.weight(step: UInt64(step), tensor: t, element: $0) }
-                    #expect(right, "tensor \(t) after the pull of step \(step)")
-                }
+                #expect(weights.holdFakeWeights(step: UInt64(step)), "after the pull of step \(step)")
             }
             let counted = await session.sharedPulls()
             #expect(counted.read == 1)
@@ -346,9 +346,7 @@ struct ClientSessionLoopbackTests {
             #expect(try await stream.finish(loss: 0.5) == .accepted)
             #expect(try await pull.value.step == 1)
             #expect(try await server.read { $0.order } == ["PULL 1", "PUSH_END 0"])
-            for (t, buffer) in weights.mutable.enumerated() {
-                for i in buffer.indices { #expect(buffer[i] == FakeServer.weight(step: 1, tensor: t, element: i)) }
-            }
+            #expect(weights.holdFakeWeights(step: 1))
             await session.close()
         }
     }
