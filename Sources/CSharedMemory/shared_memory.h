@@ -1,10 +1,16 @@
 // Atomic loads, stores and fences on memory shared between processes (the shared weight
 // file's sequence counters), through the compiler builtins, which Swift cannot call on a raw
-// pointer. Header only; nothing to link.
+// pointer; and the Linux futex calls that sleep on and wake such a word. Header only.
 #ifndef LARS_PS_SHARED_MEMORY_H
 #define LARS_PS_SHARED_MEMORY_H
 
 #include <stdint.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#endif
 
 /// Reads `*p` with acquire ordering: what was written before the matching release store is
 /// visible after this load.
@@ -26,5 +32,32 @@ static inline void lars_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQ
 /// Orders the stores before it against the stores after it (the writer's odd counter before
 /// the data).
 static inline void lars_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
+
+/// Reads the 32-bit `*p` with acquire ordering.
+static inline uint32_t lars_load_acquire32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+
+/// Adds one to the 32-bit `*p` with release ordering.
+static inline void lars_increment_release32(uint32_t *p) { __atomic_fetch_add(p, 1, __ATOMIC_RELEASE); }
+
+/// Sleeps while `*p` holds `expected`, for at most `timeout_ns` nanoseconds or until
+/// `lars_futex_wake_all` on the same word, in any process that maps the same file (a Linux
+/// futex, not private). May return early for no reason: the caller checks what it waits for.
+static inline void lars_futex_wait(const uint32_t *p, uint32_t expected, int64_t timeout_ns) {
+#ifdef __linux__
+    struct timespec ts = { (time_t)(timeout_ns / 1000000000), (long)(timeout_ns % 1000000000) };
+    syscall(SYS_futex, p, FUTEX_WAIT, expected, &ts, NULL, 0);
+#else
+    (void)p; (void)expected; (void)timeout_ns;
+#endif
+}
+
+/// Wakes every thread sleeping in `lars_futex_wait` on `p`.
+static inline void lars_futex_wake_all(uint32_t *p) {
+#ifdef __linux__
+    syscall(SYS_futex, p, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+#else
+    (void)p;
+#endif
+}
 
 #endif

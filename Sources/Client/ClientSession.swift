@@ -270,18 +270,27 @@ public final class StreamingPush: @unchecked Sendable {
     /// Pulls the weights of `next` into `buffers`, sending PULL on this push's connection now,
     /// ahead of PUSH_END: the server holds it when this push closes the step and answers it
     /// with the others, without waiting for a PULL to follow the push. If that connection
-    /// fails, the task pulls through the session (reconnecting if need be).
-    public func pullNext(_ next: Int, into buffers: [UnsafeMutableBufferPointer<Float>]) -> Task<PulledStep, any Error> {
-        let box = WeightBuffers(tensors: buffers)
+    /// fails, the pull goes through the session (reconnecting if need be). See ``NextPull``.
+    public func pullNext(_ next: Int, into buffers: [UnsafeMutableBufferPointer<Float>]) -> NextPull {
+        // With the server's shared weight file mapped, the caller may copy the step from it
+        // itself (`NextPull.step()`); the claim says who writes the buffers.
+        let file = connection.sharedWeights
+        let claim = file == nil ? nil : PullClaim()
+        let box = WeightBuffers(tensors: buffers, claim: claim)
         // Buffers shaped like the layout (the gradients' shapes, checked at `beginPush`) go now;
         // others go through the session's pull, which names the mismatch.
         let shaped = buffers.map(\.count) == gradients.map(\.count)
         let started = future == nil || !shaped ? nil : connection.startPull(step: UInt64(max(next, 0)), into: box)
         let session = self.session
-        return Task {
+        let task = Task {
+            defer { claim?.end() }
             if let started, let pulled = try? await started.get() { return pulled }
+            // The pull on this connection failed. Unless the caller already has the step from
+            // the file, pull it again through the session.
+            guard claim?.take(by: .receiver) ?? true else { return PulledStep(step: next) }
             return try await session.pull(step: next, into: box.tensors)
         }
+        return NextPull(task: task, session: session, file: file, claim: claim, target: next, buffers: box)
     }
 
     /// Sends what is left and PUSH_END with `loss`, and returns once the server has read the
@@ -296,5 +305,53 @@ public final class StreamingPush: @unchecked Sendable {
             }
         }
         return try await session.push(step: step, sampleCount: sampleCount, loss: loss, gradients: gradients)
+    }
+}
+
+/// The pull of the next step that ``StreamingPush/pullNext(_:into:)`` sent ahead of PUSH_END.
+///
+/// On the server's host, ``step()`` does not wait for the answer to travel through the server's
+/// event loop and this process's: it sleeps on the shared weight file and copies the step on
+/// the caller's thread the moment the server writes it, which wakes every worker waiting on the
+/// file with one call (docs/performance.md, worker, session 10). The answer, when it arrives,
+/// is then dropped. Elsewhere ``step()`` waits for the answer.
+public struct NextPull: Sendable {
+    let task: Task<PulledStep, any Error>
+    let session: ClientSession
+    let file: SharedWeightFile?
+    let claim: PullClaim?
+    let target: Int
+    let buffers: WeightBuffers
+
+    /// Waits until the weights of the target step, or of a later one, are in the buffers, and
+    /// returns that step. Blocks the calling thread while it sleeps on the file.
+    public func step() async throws -> Int {
+        if let file, let claim {
+            let outcome = file.awaitStep(
+                UInt64(max(target, 0)), into: buffers.tensors, claim: { claim.take(by: .reader) },
+                giveUp: { claim.hasEnded || claim.takenByReceiver })
+            switch outcome {
+            case .copied(let step):
+                return Int(step)
+            case .notClaimed, .gaveUp(claimed: false):
+                break
+            case .gaveUp(claimed: true):
+                // Claimed, but no copy held: the answer was dropped, so pull again.
+                await settle()
+                return try await session.pull(step: target, into: buffers.tensors).step
+            }
+        }
+        return try await task.value.step
+    }
+
+    /// Waits for the pull itself to end (answered, dropped or failed). Call it before the next
+    /// pull of the same connection, and before the buffers go.
+    public func settle() async {
+        _ = try? await task.value
+    }
+
+    /// Asks the pull to stop; ``settle()`` still waits for it to end.
+    public func cancel() {
+        task.cancel()
     }
 }

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 import Wire
 
 /// One TCP connection to the server after its handshake: the channel, its ``SessionHandler``
@@ -11,6 +12,7 @@ final class Connection: Sendable {
     let channel: any Channel
     let handler: SessionHandler
     let welcome: Welcome
+    private let sharedFile = Mutex<SharedWeightFile?>(nil)
 
     private init(id: Int, channel: any Channel, handler: SessionHandler, welcome: Welcome) {
         self.id = id
@@ -66,7 +68,11 @@ final class Connection: Sendable {
     /// Pulls through `file` from now on.
     func useSharedWeights(_ file: SharedWeightFile) async {
         try? await channel.eventLoop.submit { self.handler.shared = file }.get()
+        sharedFile.withLock { $0 = file }
     }
+
+    /// The file ``useSharedWeights(_:)`` gave, if any.
+    var sharedWeights: SharedWeightFile? { sharedFile.withLock { $0 } }
 
     func pull(step: UInt64, into buffers: WeightBuffers) async throws -> PulledStep {
         try await startPull(step: step, into: buffers).get()

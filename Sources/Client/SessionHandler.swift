@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import Synchronization
 import Wire
 
 /// Why a connection ended or could not be used.
@@ -20,6 +21,31 @@ enum ConnectionFailure: Error, Sendable, Hashable {
 /// untouched) until its pull returns.
 struct WeightBuffers: @unchecked Sendable {
     let tensors: [UnsafeMutableBufferPointer<Float>]
+    /// Set when the caller may also fill `tensors` from the shared weight file itself: whoever
+    /// takes it first writes them, the other leaves them alone.
+    var claim: PullClaim? = nil
+}
+
+/// Which of two writers fills a pull's buffers: the connection's event loop with the server's
+/// answer, or the caller's thread reading the step from the shared weight file as soon as the
+/// server writes it (``NextPull``). The first to take it writes; taking it again is allowed to
+/// whoever holds it.
+final class PullClaim: Sendable {
+    enum Writer: Int { case receiver = 1, reader = 2 }
+    private let holder = Atomic<Int>(0)
+    private let ended = Atomic<Bool>(false)
+
+    func take(by writer: Writer) -> Bool {
+        let (exchanged, original) = holder.compareExchange(expected: 0, desired: writer.rawValue, ordering: .acquiringAndReleasing)
+        return exchanged || original == writer.rawValue
+    }
+
+    /// Whether the event loop holds it (it has the answer).
+    var takenByReceiver: Bool { holder.load(ordering: .acquiring) == Writer.receiver.rawValue }
+
+    /// The pull is over, answered or failed.
+    func end() { ended.store(true, ordering: .releasing) }
+    var hasEnded: Bool { ended.load(ordering: .acquiring) }
 }
 
 /// The caller's gradient buffers on their way to the event loop; valid until the push returns.
@@ -47,6 +73,9 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         var expectedChunks = 0
         var receivedChunks = 0
         var receivedElements = 0
+        /// The caller's thread copied the step from the shared weight file (``PullClaim``): the
+        /// answer's data is read and dropped.
+        var discard = false
 
         init(buffers: WeightBuffers, promise: EventLoopPromise<PulledStep>) {
             self.buffers = buffers
@@ -325,12 +354,18 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
             throw .unexpectedMessage(message.type, state: "before WELCOME")
         case .weights(let step, let chunkCount):
             guard let pull, pull.step == nil else { throw .unexpectedMessage(.weights, state: "without a PULL waiting for it") }
+            if let claim = pull.buffers.claim, !claim.take(by: .receiver) { pull.discard = true }
             pull.step = step
             pull.expectedChunks = Int(chunkCount)
             if chunkCount == 0 { try finishPull(pull) }
         case .weightsShared(let step, let slot):
             guard let pull, pull.step == nil else { throw .unexpectedMessage(.weightsShared, state: "without a PULL_SHARED waiting for it") }
-            if let shared, shared.read(step: step, slot: slot, into: pull.buffers.tensors) {
+            if let claim = pull.buffers.claim, !claim.take(by: .receiver) {
+                // The caller's thread copied this step (or a later one) from the file itself.
+                pull.step = step
+                pull.receivedElements = pull.totalElements
+                try finishPull(pull)
+            } else if let shared, shared.read(step: step, slot: slot, into: pull.buffers.tensors) {
                 sharedPulls.read += 1
                 pull.step = step
                 pull.receivedElements = pull.totalElements
@@ -384,7 +419,7 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
 
     /// Copies weights from the receive buffer straight into the caller's tensor.
     private func chunkData(_ bytes: UnsafeRawBufferPointer, header: ChunkHeader, firstElement: Int) {
-        guard failure == nil, let pull, let source = bytes.baseAddress,
+        guard failure == nil, let pull, !pull.discard, let source = bytes.baseAddress,
             let base = pull.buffers.tensors[Int(header.tensor)].baseAddress
         else { return }
         UnsafeMutableRawPointer(base + firstElement).copyMemory(from: source, byteCount: bytes.count)
@@ -433,7 +468,9 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
                 heartbeatSequence += 1
                 push.barrier = heartbeatSequence
                 // A streamed push the server closed before it was complete has no loss yet.
-                send(.pushEnd(step: push.step, loss: push.loss ?? .nan))
+                // One write for both, so that the server reads the HEARTBEAT with PUSH_END and
+                // echoes it before it closes the step.
+                send(.pushEnd(step: push.step, loss: push.loss ?? .nan), flush: false)
                 send(.heartbeat(sequence: heartbeatSequence))
             }
         } while pumpAgain
@@ -468,7 +505,8 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         send(.hello(hello))
     }
 
-    private func send(_ message: Message, promise: EventLoopPromise<Void>? = nil) {
+    /// Writes `message`; with `flush` false it leaves with the next message sent.
+    private func send(_ message: Message, promise: EventLoopPromise<Void>? = nil, flush: Bool = true) {
         guard let context else {
             promise?.fail(ConnectionFailure.lost("not connected"))
             return
@@ -476,7 +514,11 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         do {
             let buffer = try encoder.encode(message, allocator: context.channel.allocator)
             wroteSinceHeartbeat = true
-            context.writeAndFlush(wrapOutboundOut(buffer), promise: promise)
+            if flush {
+                context.writeAndFlush(wrapOutboundOut(buffer), promise: promise)
+            } else {
+                context.write(wrapOutboundOut(buffer), promise: promise)
+            }
         } catch {
             logger.error("cannot encode a message", metadata: ["type": "\(message.type)", "error": "\(error)"])
             promise?.fail(error)

@@ -89,6 +89,8 @@ final class StepCoordinator: @unchecked Sendable {
 
     private(set) var outcome: JobOutcome?
     private var finishing = false
+    /// A close is queued on the event loop (`pushEnd`).
+    private var closeScheduled = false
     private var finalEvalTimer: Scheduled<Void>?
     private let finished: EventLoopPromise<JobOutcome>
     /// Called on the loop with the state to save; returns nil on success or a reason.
@@ -355,9 +357,16 @@ final class StepCoordinator: @unchecked Sendable {
         }
         losses[rank] = loss
         telemetry.workerPushed(rank: rank, at: Date())
-        let complete = losses.count
-        if complete >= job.quorum {
-            closeStep()
+        if losses.count >= job.quorum && !closeScheduled {
+            // The step closes once the event loop has handled what it read with this PUSH_END:
+            // the HEARTBEAT the worker sent in the same write, its push's acknowledgement, is
+            // echoed first instead of waiting behind the update and the bookkeeping.
+            closeScheduled = true
+            eventLoop.execute { [self] in
+                closeScheduled = false
+                guard outcome == nil, !finishing, losses.count >= job.quorum else { return }
+                closeStep()
+            }
         }
         return .success(())
     }

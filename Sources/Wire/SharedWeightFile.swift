@@ -29,10 +29,15 @@ public struct SharedWeightError: Error, Sendable, Hashable, CustomStringConverti
 /// move and that the slot still holds the step it wanted. A reader that loses that race (the
 /// server moved on two steps while it copied) pulls over TCP instead.
 ///
+/// Every write of a slot also counts up a 32-bit word and wakes the threads that sleep on it (a
+/// Linux futex): a worker whose pull is outstanding can wait on the file itself and copy the
+/// step the moment it is written, without waiting for the server's answer to reach it through
+/// the event loops of both processes (`awaitStep`).
+///
 /// Header (little-endian, 4096 bytes): magic `LARSSHW1` at 0, nonce at 8 (the server's random
 /// number, also in WELCOME's job JSON, so a worker never reads another server's file), element
-/// count at 16, slot count at 24; slot k's sequence counter at 64 + 64k and its step at
-/// 72 + 64k. Slot k's data starts at 4096 + k x (element count x 4, rounded up to 4096).
+/// count at 16, slot count at 24, the 32-bit count of slot writes at 32; slot k's sequence
+/// counter at 64 + 64k and its step at 72 + 64k. Slot k's data starts at 4096 + k x (element count x 4, rounded up to 4096).
 public final class SharedWeightFile: @unchecked Sendable {
     public let path: String
     public let nonce: UInt64
@@ -152,6 +157,8 @@ public final class SharedWeightFile: @unchecked Sendable {
             destination += tensor.count * 4
         }
         lars_store_release(sequence, (before | 1) + 1)
+        lars_increment_release32(writes)
+        lars_futex_wake_all(writes)
         return UInt32(slot)
     }
 
@@ -226,6 +233,54 @@ public final class SharedWeightFile: @unchecked Sendable {
         lars_fence_acquire()
         return lars_load_relaxed(sequence) == before
     }
+
+    /// What ``awaitStep(_:into:claim:giveUp:)`` did.
+    public enum AwaitOutcome: Equatable, Sendable {
+        /// The weights of this step (the one waited for or a later one) are in the tensors.
+        case copied(step: UInt64)
+        /// `claim` said no: someone else fills the tensors. Nothing was written.
+        case notClaimed
+        /// `giveUp` said yes first. `claimed`: the tensors were claimed and may hold garbage.
+        case gaveUp(claimed: Bool)
+    }
+
+    /// Waits until a slot holds step `target` or a later one, then asks `claim` (once) whether
+    /// this thread may write `tensors` and copies the newest such step into them. Between
+    /// looks it sleeps on the file's write counter, at most 5 ms at a time, and asks `giveUp`.
+    /// A copy that races a newer write is made again from the newer step.
+    public func awaitStep(
+        _ target: UInt64, into tensors: [UnsafeMutableBufferPointer<Float>], claim: () -> Bool, giveUp: () -> Bool
+    ) -> AwaitOutcome {
+        var claimed = false
+        while true {
+            let seen = lars_load_acquire32(writes)
+            if let newest = newestStep(), newest.step >= target {
+                if !claimed {
+                    guard claim() else { return .notClaimed }
+                    claimed = true
+                }
+                if read(step: newest.step, slot: newest.slot, into: tensors) { return .copied(step: newest.step) }
+                continue
+            }
+            if giveUp() { return .gaveUp(claimed: claimed) }
+            lars_futex_wait(writes, seen, 5_000_000)
+        }
+    }
+
+    /// The newest step a slot holds, and that slot (none before the first write).
+    func newestStep() -> (step: UInt64, slot: UInt32)? {
+        var best: (step: UInt64, slot: UInt32)?
+        for k in 0..<Self.slotCount {
+            let sequence = lars_load_acquire(sequenceWord(ofSlot: k))
+            let step = lars_load_relaxed(stepWord(ofSlot: k))
+            guard sequence & 1 == 0, step != Self.emptyStep, step >= best?.step ?? 0 else { continue }
+            best = (step, UInt32(k))
+        }
+        return best
+    }
+
+    /// The count of slot writes, the futex word.
+    private var writes: UnsafeMutablePointer<UInt32> { (base + 32).assumingMemoryBound(to: UInt32.self) }
 
     private func word(at offset: Int) -> UnsafeMutablePointer<UInt64> {
         (base + offset).assumingMemoryBound(to: UInt64.self)

@@ -344,9 +344,45 @@ struct ClientSessionLoopbackTests {
             let weights = Buffers(Self.small)
             let pull = stream.pullNext(1, into: weights.mutable)
             #expect(try await stream.finish(loss: 0.5) == .accepted)
-            #expect(try await pull.value.step == 1)
+            #expect(try await pull.step() == 1)
             #expect(try await server.read { $0.order } == ["PULL 1", "PUSH_END 0"])
             #expect(weights.holdFakeWeights(step: 1))
+            await session.close()
+        }
+    }
+
+    /// With the server's shared weight file mapped, `NextPull.step()` copies the step from the
+    /// file as soon as the server writes it, without its answer: the fake server writes the
+    /// slot and holds WEIGHTS_SHARED back. The answer, once let go, is dropped: it writes
+    /// nothing into the buffers.
+    @Test func nextPullReadsTheSharedFileWithoutWaitingForTheAnswer() async throws {
+        try await withServer { server in
+            let dir = NSTemporaryDirectory() + "lars-fake-shm-\(UUID().uuidString)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let file = try SharedWeightFile.create(elements: Self.small.layout.parameterCount, directory: dir)
+            try await server.write {
+                $0.sharedFile = file
+                $0.holdSharedAnswers = true
+            }
+            let session = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
+            _ = try await session.connect()
+            let gradients = Buffers(Self.small)
+            let stream = try await session.beginPush(step: 0, sampleCount: 32, gradients: gradients.readOnly)
+            let weights = Buffers(Self.small)
+            for buffer in weights.mutable { buffer.update(repeating: .nan) }
+            let pull = stream.pullNext(1, into: weights.mutable)
+            #expect(try await stream.finish(loss: 0.5) == .accepted)
+            #expect(try await pull.step() == 1)
+            #expect(weights.holdFakeWeights(step: 1))
+            #expect(try await server.read { $0.order } == ["PULL_SHARED 1", "PUSH_END 0"])
+
+            for buffer in weights.mutable { buffer.update(repeating: .nan) }
+            try await server.write { $0.releaseHeldAnswers() }
+            await pull.settle()
+            #expect(weights.mutable.allSatisfy { $0.allSatisfy(\.isNaN) }, "the answer was copied after all")
+            let counted = await session.sharedPulls()
+            #expect(counted.read == 0)
             await session.close()
         }
     }

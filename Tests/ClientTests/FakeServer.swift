@@ -30,6 +30,16 @@ final class FakeServer: @unchecked Sendable {
     var sharedFile: SharedWeightFile?
     /// Answer the next PULL_SHARED with a slot written again (two steps on) before the answer.
     var overwriteSharedSlot = false
+    /// Write the slot for a PULL_SHARED but hold the answer until `releaseHeldAnswers()`.
+    var holdSharedAnswers = false
+    private var heldAnswers: [() -> Void] = []
+
+    /// Sends the answers `holdSharedAnswers` held (call inside `write`).
+    func releaseHeldAnswers() {
+        let answers = heldAnswers
+        heldAnswers = []
+        for answer in answers { answer() }
+    }
 
     // Record.
     var hellos: [Hello] = []
@@ -194,7 +204,11 @@ final class FakeServer: @unchecked Sendable {
                     _ = publish(step + 1)
                     _ = publish(step + 2)  // into `slot` again
                 }
-                send(.weightsShared(step: step, slot: slot), context: context)
+                if server.holdSharedAnswers {
+                    server.heldAnswers.append { self.send(.weightsShared(step: step, slot: slot), context: context) }
+                } else {
+                    send(.weightsShared(step: step, slot: slot), context: context)
+                }
             case .pushBegin(let step, _):
                 pushStep = step
                 if let current = server.stepClosedOnPush {

@@ -42,6 +42,38 @@ import Testing
         return ok ? out : nil
     }
 
+    /// `awaitStep` sleeps on the file until the server writes the step asked for (here from
+    /// another thread, 50 ms on), then copies it; it copies nothing when its claim is refused,
+    /// and returns when told to give up while the step is not there.
+    @Test func aWaitingWorkerCopiesTheStepWhenItIsWritten() throws {
+        let dir = try Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let server = try SharedWeightFile.create(elements: 1004, directory: dir)
+        let worker = try SharedWeightFile.open(path: server.path, nonce: server.nonce, elements: 1004)
+        _ = publish(server, step: 4, Self.tensors(seed: 2))
+        let w5 = Self.tensors(seed: 9)
+        let writer = Thread { [self] in
+            usleep(50_000)
+            _ = publish(server, step: 5, w5)
+        }
+        writer.start()
+        var out: [[Float]] = [3, 1, 1000].map { Array(repeating: -1, count: $0) }
+        let outcome = withPointers(&out) { worker.awaitStep(5, into: $0, claim: { true }, giveUp: { false }) }
+        #expect(outcome == .copied(step: 5))
+        #expect(out == w5)
+
+        // A later step than the one asked for is taken as well; a refused claim writes nothing.
+        var untouched: [[Float]] = [3, 1, 1000].map { Array(repeating: -1, count: $0) }
+        let refused = withPointers(&untouched) { worker.awaitStep(4, into: $0, claim: { false }, giveUp: { false }) }
+        #expect(refused == .notClaimed)
+        #expect(untouched.allSatisfy { $0.allSatisfy { $0 == -1 } })
+
+        var asks = 0
+        let given = withPointers(&untouched) { worker.awaitStep(6, into: $0, claim: { true }, giveUp: { asks += 1; return asks > 2 }) }
+        #expect(given == .gaveUp(claimed: false))
+        #expect(asks == 3)
+    }
+
     @Test func aWorkerReadsWhatTheServerWroteAndTheSlotsAlternate() throws {
         let dir = try Self.directory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

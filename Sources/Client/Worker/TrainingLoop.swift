@@ -79,7 +79,10 @@ public final class TrainingLoop {
         // The pull of the next step, sent ahead of the push's PUSH_END (`StreamingPush.pullNext`):
         // every worker's PULL, the closing worker's too, is waiting at the server when the step
         // closes, and all are answered at the close (docs/performance.md, worker, sessions 4 and 9).
-        var nextPull: Task<Int, any Error>?
+        var nextPull: NextPull?
+        // The pull answered last. Read from the shared weight file, its answer may still be on
+        // the way (and is dropped): it must end before the connection pulls again.
+        var lastPull: NextPull?
         do {
             while true {
                 var timings = StepTimings()
@@ -96,8 +99,11 @@ public final class TrainingLoop {
                 trainer.prefetch(step: asked)
                 if let pull = nextPull {
                     nextPull = nil
-                    step = try await pull.value
+                    lastPull = pull
+                    step = try await pull.step()
                 } else {
+                    await lastPull?.settle()
+                    lastPull = nil
                     step = try await session.pull(step: asked, into: trainer.weights.buffers).step
                 }
                 timings.pull = lap()
@@ -149,8 +155,9 @@ public final class TrainingLoop {
                 Self.collectEvalRequests(into: &pendingEvals, from: session)
                 let evaluationDue = pendingEvals.contains { $0 <= step }
                 if !evaluationDue {
-                    let pull = stream.pullNext(step + 1, into: trainer.weights.buffers)
-                    nextPull = Task { try await pull.value.step }
+                    await lastPull?.settle()
+                    lastPull = nil
+                    nextPull = stream.pullNext(step + 1, into: trainer.weights.buffers)
                 }
                 let result = try await stream.finish(loss: loss)
                 timings.push = lap()
@@ -171,9 +178,9 @@ public final class TrainingLoop {
             }
         } catch {
             // A pull in flight writes into the trainer's buffers: it must end before they go.
-            if let pull = nextPull {
+            for pull in [nextPull, lastPull].compactMap({ $0 }) {
                 pull.cancel()
-                _ = try? await pull.value
+                await pull.settle()
             }
             throw error
         }
