@@ -3,16 +3,21 @@ import Foundation
 import Glibc
 #endif
 
-/// One thread that copies training samples into batch buffers at idle priority (Linux
-/// `SCHED_IDLE`): it runs on a core that nothing else wants — beside the forward/backward when a
-/// core is free, or while this worker waits for a slower peer or for the server — so the copy
-/// leaves the step's critical path, where it used to compete with the push and the server's
-/// update for the two cores.
+/// One thread that copies training samples into batch buffers at the lowest nice level (19): it
+/// runs beside the forward/backward when a core is free, or while this worker waits for a slower
+/// peer or for the server, and otherwise takes a small share of a busy core (a weight of 15
+/// against a training thread's 1024). So the copy leaves the step's critical path, where it
+/// used to compete with the push and the server's update for the two cores, and still ends
+/// within the step when no core is ever free.
 ///
-/// An idle-priority thread gets almost no CPU while every core is busy (four workers on two
-/// cores, say), so nobody ever waits on it for long: `wait(upTo:)` is bounded, and a caller that
-/// gives up calls `abandon()` and copies the batch itself at normal priority into another
-/// buffer. A job checks `shouldStop` between rows and returns early once abandoned.
+/// (It was `SCHED_IDLE` until session 10. With two workers on two cores that starved it in the
+/// steps where both workers finished together, an 8 ms stall at the next step; and a
+/// `SCHED_IDLE` thread on one core kept the server's event loop, preempted on the other, from
+/// moving to it for several milliseconds. docs/performance.md, worker, session 10.)
+///
+/// `wait(upTo:)` is bounded all the same, and a caller that gives up calls `abandon()` and
+/// copies the batch itself at normal priority into another buffer. A job checks `shouldStop`
+/// between rows and returns early once abandoned.
 final class BatchGatherer: @unchecked Sendable {
     /// A copy job; it calls the argument now and then and returns early when it says true.
     typealias Job = @Sendable (_ shouldStop: () -> Bool) -> Void
@@ -107,19 +112,15 @@ final class BatchGatherer: @unchecked Sendable {
         }
     }
 
-    /// Linux's `SCHED_IDLE` policy (sched.h defines it only under _GNU_SOURCE, which Glibc's
-    /// Swift module does not see).
-    private static let schedIdle: Int32 = 5
+    /// The gatherer's nice level (Linux gives nice levels to threads). Nice 10 (weight 110) ended
+    /// the stalls too but took enough of the busy cores to widen the gap between the two
+    /// workers' forward/backward times (docs/performance.md, worker, session 10).
+    static let niceLevel: Int32 = 19
 
-    /// Puts the calling thread at idle priority, or at the lowest nice level where the system
-    /// refuses `SCHED_IDLE`.
+    /// Lowers the calling thread to `niceLevel`.
     private static func lowerOwnPriority() {
         #if os(Linux)
-        var param = sched_param()
-        param.sched_priority = 0
-        if sched_setscheduler(0, schedIdle, &param) != 0 {
-            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
-        }
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, niceLevel)
         #endif
     }
 }

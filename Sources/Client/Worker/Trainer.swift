@@ -20,7 +20,7 @@ final class Trainer {
     /// The batch of the step computed last: not overwritten.
     private var busy = 0
     private var order: (epoch: Int, permutation: [Int])?
-    /// Copies samples on a thread of its own at idle priority (see `BatchGatherer`).
+    /// Copies samples on a thread of its own at a low priority (see `BatchGatherer`).
     private let gatherer: BatchGatherer
     /// The buffer the gatherer is filling and for which step.
     private var gathering: (buffer: Int, step: Int, count: Int)?
