@@ -146,14 +146,10 @@ public final class ClientSession: Sendable {
     ) async throws(ClientError) -> StreamingPush {
         let (ranges, box) = try await pushInputs(gradients)
         let connection = try await core.liveConnection()
-        let future: EventLoopFuture<PushResult>?
-        do {
-            future = try await connection.beginPush(
-                step: UInt64(max(step, 0)), sampleCount: UInt32(clamping: max(sampleCount, 0)), gradients: box, ranges: ranges)
-        } catch {
-            try await core.recover(from: error, on: connection)
-            future = nil   // not started: `finish` pushes the whole gradient
-        }
+        // Not awaited: the forward pass starts while PUSH_BEGIN is on its way. A push that
+        // cannot start fails its future, and `finish` then pushes the whole gradient.
+        let future = connection.beginPush(
+            step: UInt64(max(step, 0)), sampleCount: UInt32(clamping: max(sampleCount, 0)), gradients: box, ranges: ranges)
         return StreamingPush(session: self, connection: connection, future: future, step: step, sampleCount: sampleCount, gradients: gradients)
     }
 

@@ -90,12 +90,13 @@ final class Connection: Sendable {
         }.get()
     }
 
-    /// Starts a streamed push (see ``SessionHandler/startPush``) once PUSH_BEGIN is queued; the
-    /// returned future completes like a push's.
-    func beginPush(step: UInt64, sampleCount: UInt32, gradients: GradientBuffers, ranges: [ChunkRange]) async throws -> EventLoopFuture<PushResult> {
-        try await channel.eventLoop.submit {
+    /// Starts a streamed push (see ``SessionHandler/startPush``); returns at once, from any
+    /// thread, with the push's future, which fails like a push's (a push that cannot start
+    /// included). PUSH_BEGIN goes out from the event loop ahead of anything submitted later.
+    func beginPush(step: UInt64, sampleCount: UInt32, gradients: GradientBuffers, ranges: [ChunkRange]) -> EventLoopFuture<PushResult> {
+        channel.eventLoop.flatSubmit {
             self.handler.startPush(step: step, sampleCount: sampleCount, loss: nil, gradients: gradients, ranges: ranges)
-        }.get()
+        }
     }
 
     /// Releases tensors of the streamed push of `step`; returns at once, from any thread.
