@@ -34,6 +34,8 @@ let package = Package(
         .systemLibrary(name: "CPrefetch"),
         // Atomic loads, stores and fences (a header-only C shim) for the shared weight file.
         .systemLibrary(name: "CSharedMemory"),
+        // Thread placement (a header-only C shim): the worker's batch gatherer moved to a core.
+        .systemLibrary(name: "CThreadPlacement"),
         // OpenBLAS (cblas_sgemm for the layers; openblas_set_num_threads).
         .systemLibrary(name: "COpenBLAS", pkgConfig: nil, providers: [.apt(["libopenblas-dev"])]),
         // The binary protocol: message types, frame codec, streaming parser, limits.
@@ -60,7 +62,7 @@ let package = Package(
         .target(
             name: "Client",
             dependencies: [
-                "Core", "Wire",
+                "Core", "Wire", "CThreadPlacement",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

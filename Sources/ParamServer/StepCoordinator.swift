@@ -260,20 +260,23 @@ final class StepCoordinator: @unchecked Sendable {
     }
 
     private func answer(_ link: any WorkerLink, shared: Bool) {
-        guard shared, let file = sharedWeights else {
+        guard shared, let slot = writeSharedSlot() else {
             telemetry.pulled(sharedMemory: false)
             return link.sendWeights(snapshot)
         }
         telemetry.pulled(sharedMemory: true)
+        link.send(.weightsShared(step: UInt64(snapshot.step), slot: slot))
+    }
+
+    /// Writes the weights served into the shared weight file, once per step, which also wakes
+    /// the local workers waiting on it; the slot, or nil without a file.
+    private func writeSharedSlot() -> UInt32? {
+        guard let file = sharedWeights else { return nil }
         let published = snapshot.step
-        let slot: UInt32
-        if let written = sharedSlot, written.step == published {
-            slot = written.slot
-        } else {
-            slot = file.publish(step: UInt64(published), tensors: weights.readable)
-            sharedSlot = (published, slot)
-        }
-        link.send(.weightsShared(step: UInt64(published), slot: slot))
+        if let written = sharedSlot, written.step == published { return written.slot }
+        let slot = file.publish(step: UInt64(published), tensors: weights.readable)
+        sharedSlot = (published, slot)
+        return slot
     }
 
     // MARK: Push
@@ -433,20 +436,23 @@ final class StepCoordinator: @unchecked Sendable {
             consecutiveSkips = 0
             publish()
         }
-        // The waiting workers get their weights first: the bookkeeping below is off their path.
-        answerPendingPulls()
+        // The workers waiting on the shared weight file get the weights first (writing them
+        // wakes them all); then the step's figures are recorded, so that every answer sent on a
+        // connection comes after them; then the pulls are answered.
+        if pendingPulls.contains(where: { $0.shared && $0.step <= step }) { _ = writeSharedSlot() }
         // A push begun but not ended (a backup worker still computing, or still sending: workers
         // send PUSH_BEGIN before their forward pass) is answered STEP_CLOSED now; the chunks it
         // added before the close count, each averaged by its own sample total.
-        for rank in began.keys.sorted() where losses[rank] == nil {
-            if links[rank]?.pushOutlived(step: t, current: step) == true { telemetry.rejected(.stepClosed) }
-        }
         let layers = report.map { r in
             r.tensors.map { LayerFigures(weightNorm: $0.weightNorm, gradientNorm: $0.gradientNorm, trustRatio: $0.trustRatio, effectiveRate: $0.effectiveRate) }
         }
         telemetry.stepClosed(step: t, epoch: Double(t + 1) / Double(schedule.stepsPerEpoch), rate: rate,
                              loss: loss.isNaN ? nil : loss, duration: duration, skipped: skippedReason != nil, layers: layers)
         telemetry.setState(.training)
+        answerPendingPulls()
+        for rank in began.keys.sorted() where losses[rank] == nil {
+            if links[rank]?.pushOutlived(step: t, current: step) == true { telemetry.rejected(.stepClosed) }
+        }
         resetStepState()
 
         if !loss.isNaN && (!loss.isFinite || loss > Self.lossLimit) {

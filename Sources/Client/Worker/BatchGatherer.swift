@@ -1,3 +1,4 @@
+import CThreadPlacement
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -23,10 +24,15 @@ final class BatchGatherer: @unchecked Sendable {
     typealias Job = @Sendable (_ shouldStop: () -> Bool) -> Void
 
     private let condition = NSCondition()
+    /// The job submitted and not started yet.
     private var job: Job?
-    private var working = false
+    /// Whether the thread is running a job.
+    private var running = false
+    private var working: Bool { running || job != nil }
     private var abandoned = false
     private var stopping = false
+    /// The gatherer thread's kernel id (set before `init` returns).
+    private var threadID: Int32 = -1
 
     init() {
         let ready = DispatchSemaphore(value: 0)
@@ -40,6 +46,7 @@ final class BatchGatherer: @unchecked Sendable {
             }
             #endif
             Self.lowerOwnPriority()
+            threadID = lars_thread_id()
             ready.signal()
             serve()
         }
@@ -52,18 +59,40 @@ final class BatchGatherer: @unchecked Sendable {
         condition.withLock { !working }
     }
 
-    /// Starts `work` on the gatherer thread; the gatherer must be idle.
+    /// Whether a job may be submitted: none is waiting to start. (One may be running: the caller
+    /// knows when that one has nothing left to write, see `Trainer.prefetch`.)
+    var canSubmit: Bool {
+        condition.withLock { job == nil }
+    }
+
+    /// Starts `work` on the gatherer thread, after the job it is running, if any. No other job
+    /// may be waiting to start.
     func submit(_ work: @escaping Job) {
         condition.lock()
-        precondition(job == nil && !working, "BatchGatherer.submit while a job is in flight")
+        precondition(job == nil, "BatchGatherer.submit while a job waits to start")
         job = work
-        working = true
         abandoned = false
         condition.broadcast()
         condition.unlock()
     }
 
-    /// Waits until the job submitted last is done, or `timeout` has passed; true when it is done.
+    /// Waits until `done` says true (asked every 50 µs), or `timeout` has passed; returns its
+    /// last answer. Meanwhile the gatherer thread may run only on the caller's core: at nice 19
+    /// it could otherwise sit behind another worker's forward/backward on the other core, while
+    /// this core, whose thread now sleeps, has nothing to do.
+    func wait(until done: () -> Bool, upTo timeout: Duration) -> Bool {
+        if done() { return true }
+        let pinned = !isIdle && lars_move_thread_here(threadID) == 0
+        defer { if pinned { _ = lars_let_thread_run_anywhere(threadID) } }
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            usleep(50)
+            if done() { return true }
+        }
+        return done()
+    }
+
+    /// Waits until the jobs submitted are done, or `timeout` has passed; true when they are.
     func wait(upTo timeout: Duration) -> Bool {
         let deadline = Date(timeIntervalSinceNow: timeout.seconds)
         condition.lock()
@@ -85,10 +114,7 @@ final class BatchGatherer: @unchecked Sendable {
         condition.lock()
         stopping = true
         abandoned = true
-        if job != nil {
-            job = nil
-            working = false
-        }
+        job = nil
         condition.broadcast()
         while working { condition.wait() }
         condition.unlock()
@@ -103,10 +129,11 @@ final class BatchGatherer: @unchecked Sendable {
                 return
             }
             job = nil
+            running = true
             condition.unlock()
             work { [self] in condition.withLock { abandoned } }
             condition.lock()
-            working = false
+            running = false
             condition.broadcast()
             condition.unlock()
         }

@@ -1,4 +1,5 @@
 import Core
+import Synchronization
 import Wire
 
 /// The numerical half of a worker: the network, its weight and gradient buffers, this rank's
@@ -22,8 +23,10 @@ final class Trainer {
     private var order: (epoch: Int, permutation: [Int])?
     /// Copies samples on a thread of its own at a low priority (see `BatchGatherer`).
     private let gatherer: BatchGatherer
-    /// The buffer the gatherer is filling and for which step.
-    private var gathering: (buffer: Int, step: Int, count: Int)?
+    /// The buffer the gatherer is filling, for which step, and the job it shares with this thread.
+    private var gathering: (buffer: Int, step: Int, count: Int, rows: RowCopy)?
+    /// The job submitted last to the gatherer.
+    private var submitted: RowCopy?
     /// A buffer an abandoned gather may still be writing: off limits until the gatherer is idle.
     private var abandoned: Int?
     /// How long the training thread waits for a gather in progress before it copies the batch
@@ -99,31 +102,39 @@ final class Trainer {
     func prefetch(step: Int) {
         guard step < totalSteps, !batches.contains(where: { $0.step == step }), gathering?.step != step else { return }
         abandonGather()
-        guard gatherer.isIdle else { return }
+        // The gatherer may still be in a job this thread finished for it (it has nothing left
+        // to write there): the new one waits behind it.
+        guard gatherer.isIdle || (submitted?.isComplete == true && gatherer.canSubmit) else { return }
         abandoned = nil
-        let (target, rows, indices) = rowCopy(step: step)
-        gathering = (target, step, indices.count)
-        gatherer.submit { shouldStop in rows.copy(indices, until: shouldStop) }
+        let (target, rows) = rowCopy(step: step)
+        gathering = (target, step, rows.count, rows)
+        submitted = rows
+        gatherer.submit { shouldStop in rows.copy(until: shouldStop) }
     }
 
-    /// Makes sure step `step`'s samples are in a batch buffer: waits up to `gatherPatience` for
-    /// the gatherer if it is on them, otherwise (or then) copies them on this thread. Returns the
-    /// seconds spent (near zero when the gatherer was ahead).
+    /// Makes sure step `step`'s samples are in a batch buffer. If the gatherer is on them, this
+    /// thread copies the rows it has not taken yet, then waits up to `gatherPatience` for the
+    /// block the gatherer is in the middle of, if any; otherwise (or then) it copies them all
+    /// itself into another buffer.
+    /// Returns the seconds spent (near zero when the gatherer was ahead).
     func awaitBatch(step: Int) -> Double {
         guard !batches.contains(where: { $0.step == step }) else { return 0 }
         let start = ContinuousClock.now
-        if let g = gathering, g.step == step, gatherer.wait(upTo: gatherPatience) {
-            gathering = nil
-            batches[g.buffer].step = g.step
-            batches[g.buffer].count = g.count
-            return (ContinuousClock.now - start).seconds
+        if let g = gathering, g.step == step {
+            g.rows.copy(until: { false })   // the blocks the gatherer has not taken
+            if gatherer.wait(until: { g.rows.isComplete }, upTo: gatherPatience) {
+                gathering = nil
+                batches[g.buffer].step = g.step
+                batches[g.buffer].count = g.count
+                return (ContinuousClock.now - start).seconds
+            }
         }
         abandonGather()   // late, or for another step
         if abandoned != nil && gatherer.isIdle { abandoned = nil }
-        let (target, rows, indices) = rowCopy(step: step)
-        rows.copy(indices, until: { false })
+        let (target, rows) = rowCopy(step: step)
+        rows.copy(until: { false })
         batches[target].step = step
-        batches[target].count = indices.count
+        batches[target].count = rows.count
         return (ContinuousClock.now - start).seconds
     }
 
@@ -139,12 +150,11 @@ final class Trainer {
     /// The copy of step `step`'s rows into a spare batch buffer — one neither computed on, nor
     /// being filled, nor possibly written by an abandoned gather (three buffers, at most two of
     /// them taken), marked empty until the copy is known to be done — and those rows.
-    private func rowCopy(step: Int) -> (target: Int, rows: RowCopy, indices: ArraySlice<Int>) {
+    private func rowCopy(step: Int) -> (target: Int, rows: RowCopy) {
         let target = batches.indices.first { $0 != busy && $0 != gathering?.buffer && $0 != abandoned }!
         let batch = batches[target]
         batch.step = nil
-        let rows = RowCopy(images: batch.images, labels: batch.labels, source: data.train)
-        return (target, rows, slice(ofStep: step))
+        return (target, RowCopy(images: batch.images, labels: batch.labels, source: data.train, indices: Array(slice(ofStep: step))))
     }
 
     /// This rank's sample indices of step `step`.
@@ -194,14 +204,46 @@ final class Trainer {
     private var weightViews: [UnsafeBufferPointer<Float>] { weights.buffers.map { UnsafeBufferPointer($0) } }
 }
 
-/// The row copy a gather job does (`ImageDataset.gather` into one batch buffer), carried to the
-/// gatherer thread: the buffers stay put until the trainer has waited for the job.
-private struct RowCopy: @unchecked Sendable {
+/// The row copy of one gather (`ImageDataset.gather` into one batch buffer), shared by the
+/// gatherer thread and the training thread: each takes the next block of rows from a counter,
+/// so rows the gatherer has not reached when the training thread needs the batch are copied by
+/// the training thread, and only the block the gatherer is in the middle of is waited for.
+/// The buffers stay put until the trainer has waited for the gatherer.
+private final class RowCopy: @unchecked Sendable {
     let images: UnsafeMutableBufferPointer<Float>
     let labels: UnsafeMutableBufferPointer<UInt8>
     let source: ImageDataset
+    let indices: [Int]
+    /// The first row of the next block nobody has taken.
+    private let next = Atomic<Int>(0)
+    /// Rows copied so far, by either thread.
+    private let copied = Atomic<Int>(0)
+    /// Rows per block: small, so the block the gatherer holds is soon done.
+    static let blockRows = 16
 
-    func copy(_ indices: ArraySlice<Int>, until shouldStop: () -> Bool) {
-        source.gather(indices, images: images, labels: labels, until: shouldStop)
+    init(images: UnsafeMutableBufferPointer<Float>, labels: UnsafeMutableBufferPointer<UInt8>, source: ImageDataset, indices: [Int]) {
+        self.images = images
+        self.labels = labels
+        self.source = source
+        self.indices = indices
     }
+
+    var count: Int { indices.count }
+
+    /// Copies blocks until none is left or `shouldStop` says so (asked before every block).
+    func copy(until shouldStop: () -> Bool) {
+        let f = source.featureCount
+        while !shouldStop() {
+            let first = next.add(Self.blockRows, ordering: .relaxed).oldValue
+            guard first < indices.count else { return }
+            let end = min(first + Self.blockRows, indices.count)
+            source.gather(
+                indices[first..<end], images: UnsafeMutableBufferPointer(rebasing: images[(first * f)...]),
+                labels: UnsafeMutableBufferPointer(rebasing: labels[first...]))
+            copied.add(end - first, ordering: .releasing)
+        }
+    }
+
+    /// Whether every row is copied: then neither thread writes the buffers again.
+    var isComplete: Bool { copied.load(ordering: .acquiring) == indices.count }
 }
