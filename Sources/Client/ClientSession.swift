@@ -320,12 +320,14 @@ public struct NextPull: Sendable {
     let buffers: WeightBuffers
 
     /// Waits until the weights of the target step, or of a later one, are in the buffers, and
-    /// returns that step. Blocks the calling thread while it sleeps on the file.
-    public func step() async throws -> Int {
+    /// returns that step. Blocks the calling thread while it sleeps on the file; until the step
+    /// is written it calls `work` instead of sleeping, as long as that says more is left (one
+    /// small piece per call).
+    public func step(whileWaiting work: () -> Bool = { false }) async throws -> Int {
         if let file, let claim {
             let outcome = file.awaitStep(
                 UInt64(max(target, 0)), into: buffers.tensors, claim: { claim.take(by: .reader) },
-                giveUp: { claim.hasEnded || claim.takenByReceiver })
+                giveUp: { claim.hasEnded || claim.takenByReceiver }, work: work)
             switch outcome {
             case .copied(let step):
                 return Int(step)

@@ -246,10 +246,13 @@ public final class SharedWeightFile: @unchecked Sendable {
 
     /// Waits until a slot holds step `target` or a later one, then asks `claim` (once) whether
     /// this thread may write `tensors` and copies the newest such step into them. Between
-    /// looks it sleeps on the file's write counter, at most 5 ms at a time, and asks `giveUp`.
-    /// A copy that races a newer write is made again from the newer step.
+    /// looks it calls `work` (a small piece of the caller's own work; it returns false when
+    /// none is left), and when there is none it sleeps on the file's write counter, at most
+    /// 5 ms at a time, and asks `giveUp`. A copy that races a newer write is made again from
+    /// the newer step.
     public func awaitStep(
-        _ target: UInt64, into tensors: [UnsafeMutableBufferPointer<Float>], claim: () -> Bool, giveUp: () -> Bool
+        _ target: UInt64, into tensors: [UnsafeMutableBufferPointer<Float>], claim: () -> Bool, giveUp: () -> Bool,
+        work: () -> Bool = { false }
     ) -> AwaitOutcome {
         var claimed = false
         while true {
@@ -263,6 +266,7 @@ public final class SharedWeightFile: @unchecked Sendable {
                 continue
             }
             if giveUp() { return .gaveUp(claimed: claimed) }
+            if work() { continue }
             lars_futex_wait(writes, seen, 5_000_000)
         }
     }

@@ -44,7 +44,8 @@ import Testing
 
     /// `awaitStep` sleeps on the file until the server writes the step asked for (here from
     /// another thread, 50 ms on), then copies it; it copies nothing when its claim is refused,
-    /// and returns when told to give up while the step is not there.
+    /// returns when told to give up while the step is not there, and does the caller's work
+    /// while it waits.
     @Test func aWaitingWorkerCopiesTheStepWhenItIsWritten() throws {
         let dir = try Self.directory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -72,6 +73,22 @@ import Testing
         let given = withPointers(&untouched) { worker.awaitStep(6, into: $0, claim: { true }, giveUp: { asks += 1; return asks > 2 }) }
         #expect(given == .gaveUp(claimed: false))
         #expect(asks == 3)
+
+        // While the step is not there, the caller's own work runs (three pieces here) before
+        // any sleep; the step still comes back when it is written.
+        var pieces = 0
+        let w6 = Self.tensors(seed: 4)
+        let second = Thread { [self] in
+            usleep(50_000)
+            _ = publish(server, step: 6, w6)
+        }
+        second.start()
+        let worked = withPointers(&out) {
+            worker.awaitStep(6, into: $0, claim: { true }, giveUp: { false }, work: { pieces += 1; return pieces < 3 })
+        }
+        #expect(worked == .copied(step: 6))
+        #expect(out == w6)
+        #expect(pieces >= 3)
     }
 
     @Test func aWorkerReadsWhatTheServerWroteAndTheSlotsAlternate() throws {

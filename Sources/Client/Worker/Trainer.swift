@@ -138,6 +138,13 @@ final class Trainer {
         return (ContinuousClock.now - start).seconds
     }
 
+    /// Copies one block of step `step`'s rows that the gatherer has not taken, if it is
+    /// gathering them; false when nothing is left to take.
+    func gatherSome(step: Int) -> Bool {
+        guard let g = gathering, g.step == step else { return false }
+        return g.rows.copyBlock()
+    }
+
     /// Tells the gather in flight, if any, to stop; its buffer stays off limits until the
     /// gatherer is idle.
     private func abandonGather() {
@@ -232,16 +239,20 @@ private final class RowCopy: @unchecked Sendable {
 
     /// Copies blocks until none is left or `shouldStop` says so (asked before every block).
     func copy(until shouldStop: () -> Bool) {
+        while !shouldStop(), copyBlock() {}
+    }
+
+    /// Copies the next block nobody has taken; false when none was left.
+    func copyBlock() -> Bool {
+        let first = next.add(Self.blockRows, ordering: .relaxed).oldValue
+        guard first < indices.count else { return false }
+        let end = min(first + Self.blockRows, indices.count)
         let f = source.featureCount
-        while !shouldStop() {
-            let first = next.add(Self.blockRows, ordering: .relaxed).oldValue
-            guard first < indices.count else { return }
-            let end = min(first + Self.blockRows, indices.count)
-            source.gather(
-                indices[first..<end], images: UnsafeMutableBufferPointer(rebasing: images[(first * f)...]),
-                labels: UnsafeMutableBufferPointer(rebasing: labels[first...]))
-            copied.add(end - first, ordering: .releasing)
-        }
+        source.gather(
+            indices[first..<end], images: UnsafeMutableBufferPointer(rebasing: images[(first * f)...]),
+            labels: UnsafeMutableBufferPointer(rebasing: labels[first...]))
+        copied.add(end - first, ordering: .releasing)
+        return true
     }
 
     /// Whether every row is copied: then neither thread writes the buffers again.

@@ -100,7 +100,9 @@ public final class TrainingLoop {
                 if let pull = nextPull {
                     nextPull = nil
                     lastPull = pull
-                    step = try await pull.step()
+                    // While the server closes the step, this thread copies rows of the next
+                    // batch that the gatherer has not reached.
+                    step = try await pull.step(whileWaiting: { trainer.gatherSome(step: asked) })
                 } else {
                     await lastPull?.settle()
                     lastPull = nil
