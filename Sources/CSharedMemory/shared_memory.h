@@ -5,10 +5,11 @@
 #define LARS_PS_SHARED_MEMORY_H
 
 #include <stdint.h>
+#include <errno.h>
+#include <time.h>
 #ifdef __linux__
 #include <linux/futex.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 #endif
 
@@ -42,13 +43,18 @@ static inline void lars_increment_release32(uint32_t *p) { __atomic_fetch_add(p,
 /// Sleeps while `*p` holds `expected`, for at most `timeout_ns` nanoseconds or until
 /// `lars_futex_wake_all` on the same word, in any process that maps the same file (a Linux
 /// futex, not private). May return early for no reason: the caller checks what it waits for.
+/// Where the futex call fails for another reason than those (a file system that does not
+/// support it, say), it sleeps 0.5 ms instead, so that a caller's loop never spins.
 static inline void lars_futex_wait(const uint32_t *p, uint32_t expected, int64_t timeout_ns) {
+    struct timespec nap = { 0, 500000 };
 #ifdef __linux__
     struct timespec ts = { (time_t)(timeout_ns / 1000000000), (long)(timeout_ns % 1000000000) };
-    syscall(SYS_futex, p, FUTEX_WAIT, expected, &ts, NULL, 0);
+    if (syscall(SYS_futex, p, FUTEX_WAIT, expected, &ts, NULL, 0) == 0) return;
+    if (errno == EAGAIN || errno == ETIMEDOUT || errno == EINTR) return;
 #else
     (void)p; (void)expected; (void)timeout_ns;
 #endif
+    nanosleep(&nap, NULL);
 }
 
 /// Wakes every thread sleeping in `lars_futex_wait` on `p`.

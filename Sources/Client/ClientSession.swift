@@ -136,11 +136,13 @@ public final class ClientSession: Sendable {
         }
     }
 
-    /// Starts pushing the gradient of `step` before it is computed: PUSH_BEGIN goes now, each
-    /// tensor's chunks once ``StreamingPush/release(tensors:)`` says its gradient is final, and
-    /// PUSH_END with ``StreamingPush/finish(loss:)``. The caller computes the gradient into
-    /// `gradients` meanwhile, writing no tensor after releasing it. If the connection is lost
-    /// on the way, `finish` pushes the whole gradient again like ``push(step:sampleCount:loss:gradients:)``.
+    /// Starts pushing the gradient of `step` before it is computed: PUSH_BEGIN is queued on the
+    /// connection's event loop now (this call does not wait for it to go), each tensor's chunks
+    /// once ``StreamingPush/release(tensors:)`` says its gradient is final, and PUSH_END with
+    /// ``StreamingPush/finish(loss:)``. The caller computes the gradient into `gradients`
+    /// meanwhile, writing no tensor after releasing it. If the connection is lost on the way (or
+    /// was already), `finish` reconnects and pushes the whole gradient again like
+    /// ``push(step:sampleCount:loss:gradients:)``.
     public nonisolated(nonsending) func beginPush(
         step: Int, sampleCount: Int, gradients: [UnsafeBufferPointer<Float>]
     ) async throws(ClientError) -> StreamingPush {
@@ -166,9 +168,10 @@ public final class ClientSession: Sendable {
         evalRequests.take()
     }
 
-    /// How many of the current connection's pulls were answered from the server's shared weight
-    /// file (`read`), and how many of those went again over TCP because the copy raced a newer
-    /// step (`fellBack`).
+    /// How many of the current connection's pulls the event loop answered from the server's
+    /// shared weight file (`read`), and how many of those went again over TCP because the copy
+    /// raced a newer step (`fellBack`). A ``NextPull`` that copied its step from the file on
+    /// the caller's thread is in neither.
     public func sharedPulls() async -> (read: Int, fellBack: Int) {
         await core.sharedPulls()
     }
@@ -225,7 +228,7 @@ final class EvalInbox: @unchecked Sendable {
 public final class StreamingPush: @unchecked Sendable {
     private let session: ClientSession
     private let connection: Connection
-    private let future: EventLoopFuture<PushResult>?
+    private let future: EventLoopFuture<PushResult>
     private let step: Int
     /// `step` as the wire carries it.
     private let wireStep: UInt64
@@ -234,7 +237,7 @@ public final class StreamingPush: @unchecked Sendable {
     private let closedEarly = Atomic<Bool>(false)
 
     init(
-        session: ClientSession, connection: Connection, future: EventLoopFuture<PushResult>?, step: Int, sampleCount: Int,
+        session: ClientSession, connection: Connection, future: EventLoopFuture<PushResult>, step: Int, sampleCount: Int,
         gradients: [UnsafeBufferPointer<Float>]
     ) {
         self.session = session
@@ -246,7 +249,7 @@ public final class StreamingPush: @unchecked Sendable {
         self.gradients = gradients
         // Holds this object until the push completes (it always does: answered, or failed with
         // its connection).
-        future?.whenSuccess { [self] result in
+        future.whenSuccess { [self] result in
             if case .stepClosed = result { closedEarly.store(true, ordering: .relaxed) }
         }
     }
@@ -259,7 +262,6 @@ public final class StreamingPush: @unchecked Sendable {
     /// Says the gradients of `tensors` (layout indices) are final: their chunks may go. Returns
     /// at once; callable from any thread.
     public func release(tensors: Range<Int>) {
-        guard future != nil else { return }
         connection.releasePush(step: wireStep, tensors: tensors)
     }
 
@@ -270,13 +272,13 @@ public final class StreamingPush: @unchecked Sendable {
     public func pullNext(_ next: Int, into buffers: [UnsafeMutableBufferPointer<Float>]) -> NextPull {
         // With the server's shared weight file mapped, the caller may copy the step from it
         // itself (`NextPull.step()`); the claim says who writes the buffers.
-        let file = connection.sharedWeights
-        let claim = file == nil ? nil : PullClaim()
-        let box = WeightBuffers(tensors: buffers, claim: claim)
         // Buffers shaped like the layout (the gradients' shapes, checked at `beginPush`) go now;
         // others go through the session's pull, which names the mismatch.
         let shaped = buffers.map(\.count) == gradients.map(\.count)
-        let started = future == nil || !shaped ? nil : connection.startPull(step: UInt64(max(next, 0)), into: box)
+        let file = shaped ? connection.sharedWeights : nil
+        let claim = file == nil ? nil : PullClaim()
+        let box = WeightBuffers(tensors: buffers, claim: claim)
+        let started = shaped ? connection.startPull(step: UInt64(max(next, 0)), into: box) : nil
         let session = self.session
         let task = Task {
             defer { claim?.end() }
@@ -292,13 +294,11 @@ public final class StreamingPush: @unchecked Sendable {
     /// Sends what is left and PUSH_END with `loss`, and returns once the server has read the
     /// push, like ``ClientSession/push(step:sampleCount:loss:gradients:)``.
     public nonisolated(nonsending) func finish(loss: Double) async throws(ClientError) -> PushResult {
-        if let future {
-            connection.completePush(step: wireStep, loss: loss)
-            do {
-                return try await future.get()
-            } catch {
-                try await session.recover(from: error, on: connection)
-            }
+        connection.completePush(step: wireStep, loss: loss)
+        do {
+            return try await future.get()
+        } catch {
+            try await session.recover(from: error, on: connection)
         }
         return try await session.push(step: step, sampleCount: sampleCount, loss: loss, gradients: gradients)
     }

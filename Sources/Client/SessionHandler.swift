@@ -564,6 +564,9 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         if let pull {
             self.pull = nil
+            // A caller waiting on the shared weight file for this pull gives up now, on this
+            // thread, without waiting for the pull's task to be scheduled.
+            pull.buffers.claim?.end()
             pull.promise.fail(reason)
         }
         if let push {

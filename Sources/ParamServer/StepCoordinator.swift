@@ -440,19 +440,20 @@ final class StepCoordinator: @unchecked Sendable {
         // wakes them all); then the step's figures are recorded, so that every answer sent on a
         // connection comes after them; then the pulls are answered.
         if pendingPulls.contains(where: { $0.shared && $0.step <= step }) { _ = writeSharedSlot() }
-        // A push begun but not ended (a backup worker still computing, or still sending: workers
-        // send PUSH_BEGIN before their forward pass) is answered STEP_CLOSED now; the chunks it
-        // added before the close count, each averaged by its own sample total.
         let layers = report.map { r in
             r.tensors.map { LayerFigures(weightNorm: $0.weightNorm, gradientNorm: $0.gradientNorm, trustRatio: $0.trustRatio, effectiveRate: $0.effectiveRate) }
         }
         telemetry.stepClosed(step: t, epoch: Double(t + 1) / Double(schedule.stepsPerEpoch), rate: rate,
                              loss: loss.isNaN ? nil : loss, duration: duration, skipped: skippedReason != nil, layers: layers)
         telemetry.setState(.training)
-        answerPendingPulls()
+        // A push begun but not ended (a backup worker still computing, or still sending: workers
+        // send PUSH_BEGIN before their forward pass) is answered STEP_CLOSED now, ahead of any
+        // WEIGHTS sequence on its connection; the chunks it added before the close count, each
+        // averaged by its own sample total.
         for rank in began.keys.sorted() where losses[rank] == nil {
             if links[rank]?.pushOutlived(step: t, current: step) == true { telemetry.rejected(.stepClosed) }
         }
+        answerPendingPulls()
         resetStepState()
 
         if !loss.isNaN && (!loss.isFinite || loss > Self.lossLimit) {

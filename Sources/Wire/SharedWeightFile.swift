@@ -234,7 +234,7 @@ public final class SharedWeightFile: @unchecked Sendable {
         return lars_load_relaxed(sequence) == before
     }
 
-    /// What ``awaitStep(_:into:claim:giveUp:)`` did.
+    /// What ``awaitStep(_:into:claim:giveUp:work:)`` did.
     public enum AwaitOutcome: Equatable, Sendable {
         /// The weights of this step (the one waited for or a later one) are in the tensors.
         case copied(step: UInt64)
@@ -254,6 +254,8 @@ public final class SharedWeightFile: @unchecked Sendable {
         _ target: UInt64, into tensors: [UnsafeMutableBufferPointer<Float>], claim: () -> Bool, giveUp: () -> Bool,
         work: () -> Bool = { false }
     ) -> AwaitOutcome {
+        // Tensors that cannot hold a slot would fail every copy.
+        guard tensors.reduce(0, { $0 + $1.count }) == elements else { return .gaveUp(claimed: false) }
         var claimed = false
         while true {
             let seen = lars_load_acquire32(writes)

@@ -16,9 +16,10 @@ import Glibc
 /// `SCHED_IDLE` thread on one core kept the server's event loop, preempted on the other, from
 /// moving to it for several milliseconds. docs/performance.md, worker, session 10.)
 ///
-/// `wait(upTo:)` is bounded all the same, and a caller that gives up calls `abandon()` and
-/// copies the batch itself at normal priority into another buffer. A job checks `shouldStop`
-/// between rows and returns early once abandoned.
+/// The training thread shares the copy (`Trainer`'s row blocks) and waits only for the block
+/// the gatherer is in, bounded (`wait(until:upTo:)`); a caller that gives up calls `abandon()`
+/// and copies the batch itself into another buffer. A job checks `shouldStop` between blocks
+/// and returns early once abandoned.
 final class BatchGatherer: @unchecked Sendable {
     /// A copy job; it calls the argument now and then and returns early when it says true.
     typealias Job = @Sendable (_ shouldStop: () -> Bool) -> Void
@@ -31,8 +32,10 @@ final class BatchGatherer: @unchecked Sendable {
     private var working: Bool { running || job != nil }
     private var abandoned = false
     private var stopping = false
-    /// The gatherer thread's kernel id (set before `init` returns).
+    /// The gatherer thread's kernel id and the cores it may run on (set before `init`
+    /// returns; no cores read: never moved).
     private var threadID: Int32 = -1
+    private var cores = lars_core_set()
 
     init() {
         let ready = DispatchSemaphore(value: 0)
@@ -47,6 +50,7 @@ final class BatchGatherer: @unchecked Sendable {
             #endif
             Self.lowerOwnPriority()
             threadID = lars_thread_id()
+            _ = lars_get_cores(0, &cores)
             ready.signal()
             serve()
         }
@@ -82,8 +86,9 @@ final class BatchGatherer: @unchecked Sendable {
     /// this core, whose thread now sleeps, has nothing to do.
     func wait(until done: () -> Bool, upTo timeout: Duration) -> Bool {
         if done() { return true }
-        let pinned = !isIdle && lars_move_thread_here(threadID) == 0
-        defer { if pinned { _ = lars_let_thread_run_anywhere(threadID) } }
+        var saved = cores
+        let pinned = saved.bytes > 0 && !isIdle && lars_move_thread_here(threadID) == 0
+        defer { if pinned { _ = lars_set_cores(threadID, &saved) } }
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             usleep(50)

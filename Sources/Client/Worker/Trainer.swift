@@ -98,7 +98,8 @@ final class Trainer {
 
     /// Starts gathering this rank's samples of step `step` on the gatherer thread, unless a
     /// buffer holds them or is being filled with them. A gather for another step (after a
-    /// reconnect) is abandoned; while it winds down nothing new starts, and `awaitBatch` copies.
+    /// reconnect) is abandoned; while it winds down (unless every row of it was already
+    /// copied) nothing new starts, and `awaitBatch` copies.
     func prefetch(step: Int) {
         guard step < totalSteps, !batches.contains(where: { $0.step == step }), gathering?.step != step else { return }
         abandonGather()
