@@ -168,6 +168,23 @@ public final class ClientSession: Sendable {
         evalRequests.take()
     }
 
+    /// Offers the server `file`, made by this worker (``SharedWeightFile/create(elements:directory:)``
+    /// for the layout's parameter count, in the server's shared weight file's directory), whose
+    /// slot 0 the caller computes its gradients into, tensor after tensor in layout order. A
+    /// server that maps it (on this host) reads pushes of those buffers from it: their chunks go
+    /// as PUSH_SHARED, a few bytes each. The offer is made again on every new connection.
+    /// Returns whether the current server took it; pushes of other buffers, or to a server that
+    /// did not, go in PUSH_CHUNK frames as before.
+    public func shareGradients(_ file: SharedWeightFile) async -> Bool {
+        await core.shareGradients(file)
+    }
+
+    /// How many of the current connection's push chunks went as PUSH_SHARED, read by the
+    /// server from this worker's gradient file (``shareGradients(_:)``).
+    public func sharedPushChunks() async -> Int {
+        await core.sharedPushChunks()
+    }
+
     /// How many of the current connection's pulls the event loop answered from the server's
     /// shared weight file (`read`), and how many of those went again over TCP because the copy
     /// raced a newer step (`fellBack`). A ``NextPull`` that copied its step from the file on

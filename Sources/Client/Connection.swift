@@ -71,6 +71,18 @@ final class Connection: Sendable {
         sharedFile.withLock { $0 = file }
     }
 
+    /// Offers the server this worker's gradient file; true when the server mapped it (pushes
+    /// of the file's buffers then go as PUSH_SHARED), false when it refused or the connection
+    /// failed.
+    func offerGradients(_ file: SharedWeightFile, counts: [Int]) async -> Bool {
+        (try? await channel.eventLoop.flatSubmit { self.handler.offerGradients(file, counts: counts) }.get()) ?? false
+    }
+
+    /// ``SessionHandler/sharedPushChunks`` of this connection.
+    func sharedPushChunks() async -> Int {
+        (try? await channel.eventLoop.submit { self.handler.sharedPushChunks }.get()) ?? 0
+    }
+
     /// The file ``useSharedWeights(_:)`` gave, if any.
     var sharedWeights: SharedWeightFile? { sharedFile.withLock { $0 } }
 

@@ -19,6 +19,8 @@ actor SessionCore {
     /// The push chunk ranges of the layout (one per grid chunk).
     private(set) var grid: [ChunkRange] = []
     private var connection: Connection?
+    /// This worker's gradient file, offered to the server on every connection once set.
+    private var gradientFile: SharedWeightFile?
     /// The running (re)connect, shared by everything waiting for a connection.
     private var connecting: Task<Result<Connection, ClientError>, Never>?
     /// Set once the session is over; every later call throws it.
@@ -44,6 +46,19 @@ actor SessionCore {
         _ = try await join(connectingTask(timeout: options.connectTimeout))
         guard let info else { throw ended ?? .notConnected }
         return info
+    }
+
+    /// The current connection's push chunks sent as PUSH_SHARED (none between connections).
+    func sharedPushChunks() async -> Int {
+        await connection?.sharedPushChunks() ?? 0
+    }
+
+    /// Offers `file` on the current connection and on every later one; true when the current
+    /// server mapped it.
+    func shareGradients(_ file: SharedWeightFile) async -> Bool {
+        gradientFile = file
+        guard let connection, let info else { return false }
+        return await connection.offerGradients(file, counts: info.layout.layout.tensors.map(\.count))
     }
 
     func layout() throws(ClientError) -> WireLayout {
@@ -241,6 +256,9 @@ actor SessionCore {
                 } catch {
                     logger.info("pulling over TCP", metadata: ["reason": "\(error)"])
                 }
+            }
+            if sharedPath != nil, let g = gradientFile {
+                _ = await c.offerGradients(g, counts: w.layout.layout.tensors.map(\.count))
             }
             info = SessionInfo(
                 rank: Int(w.rank), worldSize: Int(w.worldSize), currentStep: Int(w.currentStep), layout: w.layout, job: job,

@@ -159,6 +159,13 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
     private(set) var knownStep: UInt64 = 0
     /// The server's shared weight file, once mapped: pulls go as PULL_SHARED.
     var shared: SharedWeightFile?
+    /// This worker's gradient file once the server has mapped it (SHARED_GRADIENTS), with where
+    /// each tensor starts in its slot 0: a push chunk of buffers that are those goes as
+    /// PUSH_SHARED. And the offer waiting for its answer.
+    private var gradientFile: (file: SharedWeightFile, tensorStarts: [UnsafeRawPointer])?
+    /// Push chunks sent as PUSH_SHARED on this connection.
+    private(set) var sharedPushChunks = 0
+    private var gradientOffer: (file: SharedWeightFile, tensorStarts: [UnsafeRawPointer], promise: EventLoopPromise<Bool>)?
     /// Pulls answered from the shared weight file, and those whose copy raced a newer step and
     /// went again over TCP.
     private(set) var sharedPulls = (read: 0, fellBack: 0)
@@ -237,6 +244,25 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     // MARK: Operations (on the event loop)
+
+    /// Offers the server `file` (made by this worker, slot 0 holding its gradients in the
+    /// layout's order, tensors of `counts` elements) with SHARED_GRADIENTS; succeeds with the
+    /// server's answer.
+    func offerGradients(_ file: SharedWeightFile, counts: [Int]) -> EventLoopFuture<Bool> {
+        guard let context else { return welcome.futureResult.eventLoop.makeFailedFuture(ConnectionFailure.lost("not connected")) }
+        if let failure { return context.eventLoop.makeFailedFuture(failure) }
+        guard gradientOffer == nil else { return context.eventLoop.makeFailedFuture(ClientError.overlapping(operation: "gradient offer")) }
+        var starts: [UnsafeRawPointer] = []
+        var at = UnsafeRawPointer(file.slotData(0))
+        for n in counts {
+            starts.append(at)
+            at += n * 4
+        }
+        let promise = context.eventLoop.makePromise(of: Bool.self)
+        gradientOffer = (file, starts, promise)
+        send(.sharedGradients(nonce: file.nonce, elements: UInt64(file.elements), path: file.path))
+        return promise.futureResult
+    }
 
     /// Sends PULL and fills `buffers` from the WEIGHTS sequence that answers it.
     ///
@@ -377,6 +403,11 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
                 logger.debug("shared weights overwritten while read; pulling over TCP", metadata: ["step": "\(step)"])
                 send(.pull(step: step))
             }
+        case .sharedGradientsAnswer(let accepted):
+            guard let offer = gradientOffer else { throw .unexpectedMessage(.sharedGradientsAnswer, state: "without SHARED_GRADIENTS") }
+            gradientOffer = nil
+            if accepted { gradientFile = (offer.file, offer.tensorStarts) }
+            offer.promise.succeed(accepted)
         case .stepClosed(let step, let current):
             knownStep = max(knownStep, current)
             if let push, push.step == step, push.closedCurrent == nil {
@@ -393,7 +424,7 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
             // PUSH_END means it has read the whole push (and any STEP_CLOSED or ERROR about
             // it has arrived before).
             if let push, push.barrier == sequence { finishPush(push) }
-        case .hello, .initLayout, .pull, .pullShared, .pushBegin, .pushEnd, .eval:
+        case .hello, .initLayout, .pull, .pullShared, .pushBegin, .pushEnd, .eval, .sharedGradients, .pushShared:
             throw .unexpectedMessage(message.type, state: "from a server")
         }
     }
@@ -478,6 +509,13 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
 
     /// Copies one grid chunk of the caller's gradient into a frame and writes it.
     private func writeChunk(_ range: ChunkRange, of push: OutgoingPush, context: ChannelHandlerContext) {
+        // Gradients computed into this worker's gradient file, which the server has mapped:
+        // only where the chunk is goes on the wire.
+        if let g = gradientFile, let base = push.gradients.tensors[Int(range.tensor)].baseAddress,
+           UnsafeRawPointer(base) == g.tensorStarts[Int(range.tensor)] {
+            sharedPushChunks += 1
+            return send(.pushShared(step: push.step, tensor: range.tensor, offset: range.offset, count: range.count))
+        }
         let header = ChunkHeader(kind: .push, step: push.step, range: range)
         var buffer = context.channel.allocator.buffer(capacity: ChunkHeader.frameOverhead + header.dataBytes)
         do {
@@ -572,6 +610,10 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         if let push {
             self.push = nil
             push.promise.fail(reason)
+        }
+        if let offer = gradientOffer {
+            gradientOffer = nil
+            offer.promise.fail(reason)
         }
     }
 }

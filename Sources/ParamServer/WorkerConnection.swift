@@ -1,4 +1,5 @@
 import Core
+import Foundation
 import Logging
 import NIOCore
 import Wire
@@ -34,6 +35,9 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
     private var chunk: (index: Int?, finite: Bool)?
     /// One grid chunk of scaled gradient, allocated at the first push.
     private var staging: UnsafeMutablePointer<Float>?
+    /// The worker's gradient file (SHARED_GRADIENTS), mapped for reading, and where each
+    /// tensor starts in its slot 0.
+    private var gradientFile: (file: SharedWeightFile, tensorStarts: [UnsafeRawPointer])?
 
     /// Weight snapshots still to send, and the next chunk of the first.
     private var outgoing: [WeightSnapshot] = []
@@ -134,6 +138,12 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         case .pullShared(let step):
             guard rank != nil else { return }
             coordinator.pull(self, step: Int(clamping: step), shared: true)
+        case .sharedGradients(let nonce, let elements, let path):
+            guard rank != nil else { return }
+            send(.sharedGradientsAnswer(accepted: mapGradients(path: path, nonce: nonce, elements: elements, coordinator: coordinator)))
+        case .pushShared(let step, let tensor, let offset, let count):
+            guard rank != nil else { return }
+            pushShared(step: step, tensor: tensor, offset: offset, count: count)
         case .pushBegin(let step, let samples):
             guard let rank else { return }
             switch coordinator.pushBegin(rank: rank, step: Int(clamping: step), sampleCount: Int(samples)) {
@@ -172,7 +182,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         case .initLayout:
             host.telemetry.rejected(.protocol)
             fail(.unexpectedMessage, "INIT is accepted only once, for a job whose model is from-worker, before the model is known", requestID: 0)
-        case .welcome, .weights, .weightsShared, .stepClosed, .evalRequest:
+        case .welcome, .weights, .weightsShared, .stepClosed, .evalRequest, .sharedGradientsAnswer:
             host.telemetry.rejected(.protocol)
             fail(.unexpectedMessage, "\(message.type) is sent by the server, not to it", requestID: message.id)
         }
@@ -226,6 +236,55 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         if let index = c.index, let staging {
             coordinator.commitChunk(rank: rank, step: p.step, index: index, staged: staging, finite: c.finite)
         }
+    }
+
+    // MARK: Gradients in the worker's file (workers on this host)
+
+    /// Maps the gradient file a worker on this host named: only a file in the server's own
+    /// shared-memory directory with the shared weight file's name pattern, whose header holds
+    /// `nonce` and the layout's parameter count. Anything else is refused (the worker then
+    /// sends its gradients in PUSH_CHUNK frames) and logged.
+    private func mapGradients(path: String, nonce: UInt64, elements: UInt64, coordinator: StepCoordinator) -> Bool {
+        let layout = coordinator.layout
+        let directory = (coordinator.options.sharedWeightsDirectory as NSString).standardizingPath
+        let name = (path as NSString).lastPathComponent
+        guard coordinator.sharedWeights != nil, elements == UInt64(layout.parameterCount),
+              ((path as NSString).deletingLastPathComponent as NSString).standardizingPath == directory,
+              name.hasPrefix(SharedWeightFile.namePrefix), !name.contains("/")
+        else {
+            host.logger.info("gradient file refused", metadata: ["rank": "\(rank ?? -1)", "path": "\(path)"])
+            return false
+        }
+        do {
+            let file = try SharedWeightFile.open(path: path, nonce: nonce, elements: layout.parameterCount)
+            var starts: [UnsafeRawPointer] = []
+            var at = UnsafeRawPointer(file.slotData(0))
+            for tensor in layout.tensors {
+                starts.append(at)
+                at += tensor.count * 4
+            }
+            gradientFile = (file, starts)
+            return true
+        } catch {
+            host.logger.info("gradient file refused", metadata: ["rank": "\(rank ?? -1)", "error": "\(error)"])
+            return false
+        }
+    }
+
+    /// PUSH_SHARED: the grid chunk is read from the worker's gradient file, through the same
+    /// checks and staging as a PUSH_CHUNK carrying the same values.
+    private func pushShared(step: UInt64, tensor: UInt32, offset: UInt64, count: UInt32) {
+        guard let g = gradientFile else {
+            host.telemetry.rejected(.protocol)
+            return fail(.unexpectedMessage, "PUSH_SHARED without an accepted SHARED_GRADIENTS", requestID: step)
+        }
+        let header = ChunkHeader(kind: .push, step: step, tensor: tensor, offset: offset, count: count)
+        beginChunk(header)
+        guard !closing, chunk != nil else { return }
+        // beginChunk checked that (tensor, offset, count) is a chunk of the grid.
+        let bytes = UnsafeRawBufferPointer(start: g.tensorStarts[Int(tensor)] + Int(offset) * 4, count: Int(count) * 4)
+        chunkData(bytes, header: header, firstElement: Int(offset))
+        endChunk(header)
     }
 
     // MARK: Before the model is known (from-worker jobs)

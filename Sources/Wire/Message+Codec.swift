@@ -48,6 +48,22 @@ extension Message {
             message = .pullShared(step: frame.id)
         case .weightsShared:
             message = .weightsShared(step: frame.id, slot: try r.integer("WEIGHTS_SHARED slot", as: UInt32.self))
+        case .sharedGradients:
+            let nonce = try r.integer("SHARED_GRADIENTS nonce", as: UInt64.self)
+            let elements = try r.integer("SHARED_GRADIENTS elements", as: UInt64.self)
+            let path = try r.string16("SHARED_GRADIENTS path", limit: limits.maxMessageBytes)
+            message = .sharedGradients(nonce: nonce, elements: elements, path: path)
+        case .sharedGradientsAnswer:
+            let raw = try r.integer("SHARED_GRADIENTS_ANSWER accepted", as: UInt8.self)
+            guard raw <= 1 else {
+                throw .malformed(field: "SHARED_GRADIENTS_ANSWER accepted", value: "\(raw)", expected: "0 or 1")
+            }
+            message = .sharedGradientsAnswer(accepted: raw == 1)
+        case .pushShared:
+            let tensor = try r.integer("PUSH_SHARED tensor", as: UInt32.self)
+            let offset = try r.integer("PUSH_SHARED offset", as: UInt64.self)
+            let count = try r.integer("PUSH_SHARED count", as: UInt32.self)
+            message = .pushShared(step: frame.id, tensor: tensor, offset: offset, count: count)
         case .pushBegin:
             message = .pushBegin(step: frame.id, sampleCount: try r.integer("PUSH_BEGIN sample count", as: UInt32.self))
         case .pushEnd:
@@ -109,6 +125,16 @@ extension Message {
             buffer.writeInteger(chunkCount, endianness: .little)
         case .weightsShared(_, let slot):
             buffer.writeInteger(slot, endianness: .little)
+        case .sharedGradients(let nonce, let elements, let path):
+            buffer.writeInteger(nonce, endianness: .little)
+            buffer.writeInteger(elements, endianness: .little)
+            try buffer.writeString16(path, field: "SHARED_GRADIENTS path", limit: limits.maxMessageBytes)
+        case .sharedGradientsAnswer(let accepted):
+            buffer.writeInteger(UInt8(accepted ? 1 : 0))
+        case .pushShared(_, let tensor, let offset, let count):
+            buffer.writeInteger(tensor, endianness: .little)
+            buffer.writeInteger(offset, endianness: .little)
+            buffer.writeInteger(count, endianness: .little)
         case .pushBegin(_, let sampleCount):
             buffer.writeInteger(sampleCount, endianness: .little)
         case .pushEnd(_, let loss):

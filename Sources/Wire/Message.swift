@@ -20,6 +20,16 @@ public enum Message: Sendable, Hashable {
     case pullShared(step: UInt64)
     /// Server -> worker: the weights of `step` are in slot `slot` of the shared weight file.
     case weightsShared(step: UInt64, slot: UInt32)
+    /// Worker -> server, after WELCOME: this worker's gradients are in slot 0 of the file at
+    /// `path` (the shared weight file's format, `nonce` and `elements` in its header); the
+    /// answer is SHARED_GRADIENTS_ANSWER.
+    case sharedGradients(nonce: UInt64, elements: UInt64, path: String)
+    /// Server -> worker: whether it mapped the file SHARED_GRADIENTS named (then the worker
+    /// may send PUSH_SHARED instead of PUSH_CHUNK).
+    case sharedGradientsAnswer(accepted: Bool)
+    /// Worker -> server, inside a push: the grid chunk (`tensor`, `offset`, `count`) of the
+    /// gradient of `step` is in the worker's gradient file, at that tensor's place in slot 0.
+    case pushShared(step: UInt64, tensor: UInt32, offset: UInt64, count: UInt32)
     /// Worker -> server: a gradient for `step`, the mean over `sampleCount` samples, follows
     /// as PUSH_CHUNK frames.
     case pushBegin(step: UInt64, sampleCount: UInt32)
@@ -49,6 +59,9 @@ public enum Message: Sendable, Hashable {
         case .weights: .weights
         case .pullShared: .pullShared
         case .weightsShared: .weightsShared
+        case .sharedGradients: .sharedGradients
+        case .sharedGradientsAnswer: .sharedGradientsAnswer
+        case .pushShared: .pushShared
         case .pushBegin: .pushBegin
         case .pushEnd: .pushEnd
         case .stepClosed: .stepClosed
@@ -64,8 +77,9 @@ public enum Message: Sendable, Hashable {
     /// number for HEARTBEAT, 0 otherwise.
     public var id: UInt64 {
         switch self {
-        case .hello, .welcome, .initLayout, .bye: 0
+        case .hello, .welcome, .initLayout, .bye, .sharedGradients, .sharedGradientsAnswer: 0
         case .pull(let step), .weights(let step, _), .pullShared(let step), .weightsShared(let step, _), .pushBegin(let step, _), .pushEnd(let step, _),
+            .pushShared(let step, _, _, _),
             .stepClosed(let step, _), .evalRequest(let step), .eval(let step, _, _, _):
             step
         case .heartbeat(let sequence): sequence

@@ -18,6 +18,9 @@ public enum MessageType: UInt8, Sendable, Hashable, CaseIterable, CustomStringCo
     case bye = 0x0D
     case pullShared = 0x0E
     case weightsShared = 0x0F
+    case sharedGradients = 0x10
+    case sharedGradientsAnswer = 0x11
+    case pushShared = 0x12
     case initChunk = 0x20
     case weightsChunk = 0x21
     case pushChunk = 0x22
@@ -42,6 +45,9 @@ public enum MessageType: UInt8, Sendable, Hashable, CaseIterable, CustomStringCo
         case .bye: "BYE"
         case .pullShared: "PULL_SHARED"
         case .weightsShared: "WEIGHTS_SHARED"
+        case .sharedGradients: "SHARED_GRADIENTS"
+        case .sharedGradientsAnswer: "SHARED_GRADIENTS_ANSWER"
+        case .pushShared: "PUSH_SHARED"
         case .initChunk: "INIT_CHUNK"
         case .weightsChunk: "WEIGHTS_CHUNK"
         case .pushChunk: "PUSH_CHUNK"

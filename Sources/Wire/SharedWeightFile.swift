@@ -285,6 +285,13 @@ public final class SharedWeightFile: @unchecked Sendable {
         return best
     }
 
+    /// Where slot `k`'s data starts: every tensor of the layout in order, float32. Writable
+    /// only through a file this process made (`create`).
+    public func slotData(_ k: Int) -> UnsafeMutableRawPointer {
+        precondition(k >= 0 && k < Self.slotCount, "slot \(k) of \(Self.slotCount)")
+        return data(ofSlot: k)
+    }
+
     /// The count of slot writes, the futex word.
     private var writes: UnsafeMutablePointer<UInt32> { (base + 32).assumingMemoryBound(to: UInt32.self) }
 

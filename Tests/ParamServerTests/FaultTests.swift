@@ -119,6 +119,18 @@ struct FaultTests {
         #expect(raw2.waitForClose())
         #expect(h.metric(#"lars_rejected_frames_total{reason="wrong_dtype"}"#) == 1)
 
+        // PUSH_SHARED from a worker whose gradient file the server never mapped.
+        let raw3 = try rawRank1(h)
+        try raw3.send(.pushBegin(step: 0, sampleCount: 32))
+        try raw3.send(.pushShared(step: 0, tensor: 0, offset: 0, count: 4))
+        guard case .error(let code3, let message3, _) = raw3.receive(until: { if case .error = $0 { true } else { false } }) else {
+            Issue.record("no ERROR for PUSH_SHARED without a gradient file")
+            return
+        }
+        #expect(code3 == .unexpectedMessage)
+        #expect(message3.contains("SHARED_GRADIENTS"), "\(message3)")
+        #expect(raw3.waitForClose())
+
         // Training goes on, and the refused bytes never reached the accumulator.
         let reference = try ReferenceTrainer(job: job, layout: h.layout, initial: w)
         let b = h.session("b", rank: 1)

@@ -63,6 +63,59 @@ struct StepIntegrationTests {
         await h.finish()
     }
 
+    /// Workers on the server's host offer their gradient files (SHARED_GRADIENTS) and push
+    /// from them: every chunk goes as PUSH_SHARED, and the weights still equal Core's LARS bit
+    /// for bit. A file outside the server's shared-memory directory is refused, and that
+    /// worker's pushes go in PUSH_CHUNK frames.
+    @Test func gradientsReadFromTheWorkersFilesMatchCoreLARSBitForBit() async throws {
+        let job = ServerHarness.job(steps: 2, workers: 2)
+        let h = try await ServerHarness(job: job, deterministic: true)
+        let a = h.session("a"), b = h.session("b")
+        let ia = try await a.connect(), ib = try await b.connect()
+        let weightsPath = try #require(ia.sharedWeightsPath)
+        let directory = (weightsPath as NSString).deletingLastPathComponent
+        let elsewhere = NSTemporaryDirectory() + "lars-grad-elsewhere-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: elsewhere) }
+        let fa = try SharedWeightFile.create(elements: h.layout.parameterCount, directory: directory)
+        let fb = try SharedWeightFile.create(elements: h.layout.parameterCount, directory: elsewhere)
+        defer { fa.remove(); fb.remove() }
+        #expect(await a.shareGradients(fa))
+        #expect(!(await b.shareGradients(fb)), "a file outside the server's directory was mapped")
+        func views(_ file: SharedWeightFile) -> [UnsafeMutableBufferPointer<Float>] {
+            var at = file.slotData(0).assumingMemoryBound(to: Float.self)
+            return h.layout.tensors.map { t in
+                defer { at += t.count }
+                return UnsafeMutableBufferPointer(start: at, count: t.count)
+            }
+        }
+        let (va, vb) = (views(fa), views(fb))
+        let w = Tensors(h.layout)
+        _ = try await a.pull(step: 0, into: w.storage)
+        let reference = try ReferenceTrainer(job: job, layout: h.layout, initial: w)
+        for t in 0..<2 {
+            let ga = Tensors(h.layout), gb = Tensors(h.layout)
+            ga.fill(seed: UInt64(300 + t))
+            gb.fill(seed: UInt64(400 + t), scale: 0.02)
+            for (k, v) in va.enumerated() { _ = v.update(fromContentsOf: ga.storage[k]) }
+            for (k, v) in vb.enumerated() { _ = v.update(fromContentsOf: gb.storage[k]) }
+            // One after the other: a push returns once the server has read it, before the close.
+            #expect(try await a.push(step: t, sampleCount: 24, loss: 1.0, gradients: va.map { UnsafeBufferPointer($0) }) == .accepted)
+            #expect(try await b.push(step: t, sampleCount: 40, loss: 1.5, gradients: vb.map { UnsafeBufferPointer($0) }) == .accepted)
+            let ordered = ia.rank == 0 ? [(24, ga), (40, gb)] : [(40, gb), (24, ga)]
+            try reference.step(t, contributions: ordered.map { (samples: $0.0, gradient: $0.1) })
+            _ = try await a.pull(step: t + 1, into: w.storage)
+            #expect(w.values == reference.weights.values, "weights after step \(t) differ from Core's LARS")
+        }
+        let chunks = h.layout.tensors.reduce(0) { $0 + ($1.count + 65_535) / 65_536 }   // the harness's grid
+        #expect(await a.sharedPushChunks() == 2 * chunks)
+        #expect(await b.sharedPushChunks() == 0)
+        _ = ib
+        await a.close()
+        await b.close()
+        await h.finish()
+    }
+
     /// A server started with --no-shared-weights names no file in WELCOME: a worker that would
     /// pull through one pulls over TCP, and PULL_SHARED is answered like PULL, with WEIGHTS.
     @Test func withoutASharedFileEveryPullGoesOverTCP() async throws {

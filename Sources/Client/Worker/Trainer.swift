@@ -12,7 +12,12 @@ final class Trainer {
     let totalSteps: Int
     /// The weights of the step pulled last (one buffer per layout tensor).
     let weights: FloatArena
-    let gradients: FloatArena
+    /// The gradient buffers (one per layout tensor): slices of a gradient file the server
+    /// reads pushes from (`ClientSession.shareGradients`), or of an arena of this process's own.
+    let gradients: [UnsafeMutableBufferPointer<Float>]
+    /// The arena behind `gradients` when there is no gradient file, or the file.
+    private let gradientArena: FloatArena?
+    private let gradientFile: SharedWeightFile?
     let gradientViews: [UnsafeBufferPointer<Float>]
     /// Three batch buffers: the one being computed on, the one the gatherer fills with the next
     /// step's samples, and a spare for a copy the training thread makes itself when it cannot
@@ -57,7 +62,9 @@ final class Trainer {
     }
 
     /// `microBatch`: samples per forward/backward pass (nil: the model's `Network.passSize`).
-    init(info: SessionInfo, data: TrainingData, microBatch: Int? = nil) throws(Unsupported) {
+    /// `gradientFile`: a file made for the layout's parameter count whose slot 0 holds the
+    /// gradients (kept open as long as this trainer); nil, or one of another size: an arena.
+    init(info: SessionInfo, data: TrainingData, microBatch: Int? = nil, gradientFile: SharedWeightFile? = nil) throws(Unsupported) {
         let job = info.job
         rank = info.rank
         self.data = data
@@ -85,8 +92,21 @@ final class Trainer {
         }
         totalSteps = job.totalSteps ?? job.config.steps ?? Int.max
         weights = FloatArena(layout: network.spec.layout)
-        gradients = FloatArena(layout: network.spec.layout)
-        gradientViews = gradients.buffers.map { UnsafeBufferPointer($0) }
+        if let file = gradientFile, file.elements == network.spec.layout.parameterCount {
+            var at = file.slotData(0).assumingMemoryBound(to: Float.self)
+            gradients = network.spec.layout.tensors.map { t in
+                defer { at += t.count }
+                return UnsafeMutableBufferPointer(start: at, count: t.count)
+            }
+            gradientArena = nil
+            self.gradientFile = file
+        } else {
+            let arena = FloatArena(layout: network.spec.layout)
+            gradients = arena.buffers
+            gradientArena = arena
+            self.gradientFile = nil
+        }
+        gradientViews = gradients.map { UnsafeBufferPointer($0) }
         let features = network.inputSize
         batches = (0..<3).map { _ in Batch(capacity: job.share, features: features) }
         gatherer = BatchGatherer()   // last: an init that throws must not leave its thread behind
@@ -190,7 +210,7 @@ final class Trainer {
         do {
             let loss = try network.lossAndGradient(
                 weights: weightViews, images: UnsafeBufferPointer(batch.images), labels: UnsafeBufferPointer(batch.labels),
-                count: batch.count, gradients: gradients.buffers, shouldStop: shouldStop, gradientsFinal: gradientsFinal).loss
+                count: batch.count, gradients: gradients, shouldStop: shouldStop, gradientsFinal: gradientsFinal).loss
             return (loss, batch.count)
         } catch .stopped {
             return nil

@@ -44,9 +44,21 @@ public final class TrainingLoop {
             await session.close(reporting: .dataset, message: "rank \(info.rank): \(error.description)")
             return .dataset(error.description)
         }
+        // On the server's host (the shared weight file mapped), the gradients are computed into
+        // a file of this worker's in the same directory, which the server reads pushes from.
+        var gradientFile: SharedWeightFile?
+        if let weightsPath = info.sharedWeightsPath {
+            do {
+                gradientFile = try SharedWeightFile.create(
+                    elements: info.layout.layout.parameterCount, directory: (weightsPath as NSString).deletingLastPathComponent)
+            } catch {
+                logger.info("pushing over TCP", metadata: ["reason": "\(error)"])
+            }
+        }
+        defer { gradientFile?.remove() }
         let trainer: Trainer
         do {
-            trainer = try Trainer(info: info, data: data, microBatch: options.microBatch)
+            trainer = try Trainer(info: info, data: data, microBatch: options.microBatch, gradientFile: gradientFile)
         } catch {
             await session.close(reporting: .internal, message: "rank \(info.rank): \(error)")
             return .failed("\(error)")
@@ -56,6 +68,11 @@ public final class TrainingLoop {
             "share": "\(job.share)", "data": "\(directory)", "step": "\(info.currentStep)",
             "total_steps": "\(trainer.totalSteps)", "blas_threads": "\(BLAS.threads)", "micro_batch": "\(trainer.network.maxBatch)",
         ])
+        if let gradientFile {
+            let taken = await session.shareGradients(gradientFile)
+            logger.info(taken ? "pushing through the gradient file" : "pushing over TCP: the server did not map the gradient file",
+                        metadata: ["path": "\(gradientFile.path)"])
+        }
         var progress = Progress(rank: info.rank, every: options.progressEvery, totalSteps: trainer.totalSteps, stepsPerEpoch: trainer.plan.stepsPerEpoch)
         let stats = StatsFile(path: options.statsFile)
         do {
