@@ -35,9 +35,10 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
     private var chunk: (index: Int?, finite: Bool)?
     /// One grid chunk of scaled gradient, allocated at the first push.
     private var staging: UnsafeMutablePointer<Float>?
-    /// The worker's gradient file (SHARED_GRADIENTS), mapped for reading, and where each
-    /// tensor starts in its slot 0.
-    private var gradientFile: (file: SharedWeightFile, tensorStarts: [UnsafeRawPointer])?
+    /// The worker's gradient file (SHARED_GRADIENTS), open for reading, and each tensor's byte
+    /// offset in it (slot 0). Read with `pread`, never mapped: a file the worker shortens then
+    /// gives a short read, which is refused, instead of a SIGBUS in the server.
+    private var gradientFile: (descriptor: Int32, tensorOffsets: [Int])?
 
     /// Weight snapshots still to send, and the next chunk of the first.
     private var outgoing: [WeightSnapshot] = []
@@ -53,6 +54,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
 
     deinit {
         staging?.deallocate()
+        if let g = gradientFile { close(g.descriptor) }
     }
 
     // MARK: Channel events
@@ -256,14 +258,18 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
             return false
         }
         do {
+            // The header check (magic, nonce, size); the mapping goes with `file`.
             let file = try SharedWeightFile.open(path: path, nonce: nonce, elements: layout.parameterCount)
-            var starts: [UnsafeRawPointer] = []
-            var at = UnsafeRawPointer(file.slotData(0))
+            let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+            guard descriptor >= 0 else { return false }
+            var offsets: [Int] = []
+            var at = file.slotDataOffset(0)
             for tensor in layout.tensors {
-                starts.append(at)
+                offsets.append(at)
                 at += tensor.count * 4
             }
-            gradientFile = (file, starts)
+            if let old = gradientFile { close(old.descriptor) }
+            gradientFile = (descriptor, offsets)
             return true
         } catch {
             host.logger.info("gradient file refused", metadata: ["rank": "\(rank ?? -1)", "error": "\(error)"])
@@ -280,10 +286,20 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         }
         let header = ChunkHeader(kind: .push, step: step, tensor: tensor, offset: offset, count: count)
         beginChunk(header)
-        guard !closing, chunk != nil else { return }
-        // beginChunk checked that (tensor, offset, count) is a chunk of the grid.
-        let bytes = UnsafeRawBufferPointer(start: g.tensorStarts[Int(tensor)] + Int(offset) * 4, count: Int(count) * 4)
-        chunkData(bytes, header: header, firstElement: Int(offset))
+        guard !closing, let c = chunk else { return }
+        // beginChunk checked that (tensor, offset, count) is a chunk of the grid; the values go
+        // into the staging buffer and are scaled there, as a PUSH_CHUNK's would be.
+        if c.index != nil, let staging, let p = push {
+            let bytes = Int(count) * 4
+            let at = g.tensorOffsets[Int(tensor)] + Int(offset) * 4
+            let got = pread(g.descriptor, staging, bytes, off_t(at))
+            guard got == bytes else {
+                host.telemetry.rejected(.wrongLength)
+                return fail(.wrongLength, "PUSH_SHARED: the gradient file holds \(max(got, 0)) of the \(bytes) bytes at offset \(at)", requestID: step)
+            }
+            let finite = AccumulatorKernels.scale(UnsafeRawPointer(staging), dtype: .float32, count: Int(count), by: p.factor, into: staging)
+            if !finite { chunk?.finite = false }
+        }
         endChunk(header)
     }
 

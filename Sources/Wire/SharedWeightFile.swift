@@ -292,6 +292,12 @@ public final class SharedWeightFile: @unchecked Sendable {
         return data(ofSlot: k)
     }
 
+    /// The byte offset in the file at which slot `k`'s data starts.
+    public func slotDataOffset(_ k: Int) -> Int {
+        precondition(k >= 0 && k < Self.slotCount, "slot \(k) of \(Self.slotCount)")
+        return Self.headerBytes + k * slotBytes
+    }
+
     /// The count of slot writes, the futex word.
     private var writes: UnsafeMutablePointer<UInt32> { (base + 32).assumingMemoryBound(to: UInt32.self) }
 

@@ -131,6 +131,29 @@ struct FaultTests {
         #expect(message3.contains("SHARED_GRADIENTS"), "\(message3)")
         #expect(raw3.waitForClose())
 
+        // A gradient file the server mapped and the worker then cut short: a short read,
+        // refused as wrong_length (the server reads with pread, so no SIGBUS).
+        let directory = try #require(h.server.coordinator?.sharedWeights.map { ($0.path as NSString).deletingLastPathComponent })
+        let file = try SharedWeightFile.create(elements: h.layout.parameterCount, directory: directory)
+        defer { file.remove() }
+        let raw4 = try rawRank1(h)
+        try raw4.send(.sharedGradients(nonce: file.nonce, elements: UInt64(file.elements), path: file.path))
+        guard case .sharedGradientsAnswer(let accepted) = raw4.receive(until: { if case .sharedGradientsAnswer = $0 { true } else { false } }) else {
+            Issue.record("no SHARED_GRADIENTS_ANSWER")
+            return
+        }
+        #expect(accepted)
+        #expect(truncate(file.path, 4096) == 0)
+        try raw4.send(.pushBegin(step: 0, sampleCount: 32))
+        try raw4.send(.pushShared(step: 0, tensor: 0, offset: 0, count: UInt32(min(h.layout.tensors[0].count, 1 << 16))))
+        guard case .error(let code4, let message4, _) = raw4.receive(until: { if case .error = $0 { true } else { false } }) else {
+            Issue.record("no ERROR for a gradient file cut short")
+            return
+        }
+        #expect(code4 == .wrongLength)
+        #expect(message4.contains("gradient file"), "\(message4)")
+        #expect(raw4.waitForClose())
+
         // Training goes on, and the refused bytes never reached the accumulator.
         let reference = try ReferenceTrainer(job: job, layout: h.layout, initial: w)
         let b = h.session("b", rank: 1)
