@@ -28,7 +28,7 @@ struct LarsServer: AsyncParsableCommand {
     @Option(name: .customLong("run-log"), help: "Run log, JSON lines (default run.jsonl in the checkpoint directory).") var runLog: String?
     @Flag(help: "Continue from the latest checkpoint in the checkpoint directory.") var resume = false
     @Flag(help: "Sum contributions in rank order: equal inputs give bit-identical weights.") var deterministic = false
-    @Flag(inversion: .prefixedNo, help: "Serve pulls of workers on this host from a file in /dev/shm; --no-shared-weights: always over TCP.")
+    @Flag(inversion: .prefixedNo, help: "Serve pulls of workers on this host from a file in /dev/shm, and read their pushes from their gradient files; --no-shared-weights: always over TCP.")
     var sharedWeights = true
     @Option(name: .customLong("auth-token-file"), help: "File whose first line is the token workers must present.") var authTokenFile: String?
 
