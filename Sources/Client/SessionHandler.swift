@@ -252,12 +252,7 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         guard let context else { return welcome.futureResult.eventLoop.makeFailedFuture(ConnectionFailure.lost("not connected")) }
         if let failure { return context.eventLoop.makeFailedFuture(failure) }
         guard gradientOffer == nil else { return context.eventLoop.makeFailedFuture(ClientError.overlapping(operation: "gradient offer")) }
-        var starts: [UnsafeRawPointer] = []
-        var at = UnsafeRawPointer(file.slotData(0))
-        for n in counts {
-            starts.append(at)
-            at += n * 4
-        }
+        let starts = file.tensors(inSlot: 0, counts: counts).map { UnsafeRawPointer($0.baseAddress!) }
         let promise = context.eventLoop.makePromise(of: Bool.self)
         gradientOffer = (file, starts, promise)
         send(.sharedGradients(nonce: file.nonce, elements: UInt64(file.elements), path: file.path))

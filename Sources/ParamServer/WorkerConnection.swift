@@ -262,14 +262,8 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
             let file = try SharedWeightFile.open(path: path, nonce: nonce, elements: layout.parameterCount)
             let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
             guard descriptor >= 0 else { return false }
-            var offsets: [Int] = []
-            var at = file.slotDataOffset(0)
-            for tensor in layout.tensors {
-                offsets.append(at)
-                at += tensor.count * 4
-            }
             if let old = gradientFile { close(old.descriptor) }
-            gradientFile = (descriptor, offsets)
+            gradientFile = (descriptor, file.tensorOffsets(inSlot: 0, counts: layout.tensors.map(\.count)))
             return true
         } catch {
             host.logger.info("gradient file refused", metadata: ["rank": "\(rank ?? -1)", "error": "\(error)"])

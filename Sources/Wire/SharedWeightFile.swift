@@ -285,17 +285,23 @@ public final class SharedWeightFile: @unchecked Sendable {
         return best
     }
 
-    /// Where slot `k`'s data starts: every tensor of the layout in order, float32. Writable
-    /// only through a file this process made (`create`).
-    public func slotData(_ k: Int) -> UnsafeMutableRawPointer {
+    /// The byte offset in the file of each tensor in slot `k`, for tensors of `counts`
+    /// elements in layout order.
+    public func tensorOffsets(inSlot k: Int, counts: [Int]) -> [Int] {
         precondition(k >= 0 && k < Self.slotCount, "slot \(k) of \(Self.slotCount)")
-        return data(ofSlot: k)
+        var at = Self.headerBytes + k * slotBytes
+        return counts.map { n in
+            defer { at += n * 4 }
+            return at
+        }
     }
 
-    /// The byte offset in the file at which slot `k`'s data starts.
-    public func slotDataOffset(_ k: Int) -> Int {
-        precondition(k >= 0 && k < Self.slotCount, "slot \(k) of \(Self.slotCount)")
-        return Self.headerBytes + k * slotBytes
+    /// Slot `k` as one buffer per tensor of `counts` elements, in layout order. Writable only
+    /// through a file this process made (`create`).
+    public func tensors(inSlot k: Int, counts: [Int]) -> [UnsafeMutableBufferPointer<Float>] {
+        zip(tensorOffsets(inSlot: k, counts: counts), counts).map { offset, n in
+            UnsafeMutableBufferPointer(start: (base + offset).assumingMemoryBound(to: Float.self), count: n)
+        }
     }
 
     /// The count of slot writes, the futex word.

@@ -50,6 +50,14 @@ struct ClientSessionLoopbackTests {
         WireTensor(spec: TensorSpec(name: "b", shape: [10]), adapt: false),
     ])
 
+    /// A shared weight file for the small layout, in a temporary directory of its own (which
+    /// the caller removes), for FakeServer to name in WELCOME.
+    static func sharedFile() throws -> SharedWeightFile {
+        let dir = NSTemporaryDirectory() + "lars-fake-shm-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return try SharedWeightFile.create(elements: small.layout.parameterCount, directory: dir)
+    }
+
     func withServer(
         layout: WireLayout = small, chunkElements: Int = 1024,
         _ body: (FakeServer) async throws -> Void
@@ -304,10 +312,8 @@ struct ClientSessionLoopbackTests {
     /// server wrote again before the copy makes the client pull that step over TCP instead.
     @Test func sharedWeightsAreReadFromTheFileAndARacedCopyGoesAgainOverTCP() async throws {
         try await withServer { server in
-            let dir = NSTemporaryDirectory() + "lars-fake-shm-\(UUID().uuidString)"
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: dir) }
-            let file = try SharedWeightFile.create(elements: Self.small.layout.parameterCount, directory: dir)
+            let file = try Self.sharedFile()
+            defer { try? FileManager.default.removeItem(atPath: (file.path as NSString).deletingLastPathComponent) }
             try await server.write {
                 $0.sharedFile = file
                 $0.step = 3
@@ -357,10 +363,8 @@ struct ClientSessionLoopbackTests {
     /// nothing into the buffers.
     @Test func nextPullReadsTheSharedFileWithoutWaitingForTheAnswer() async throws {
         try await withServer { server in
-            let dir = NSTemporaryDirectory() + "lars-fake-shm-\(UUID().uuidString)"
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: dir) }
-            let file = try SharedWeightFile.create(elements: Self.small.layout.parameterCount, directory: dir)
+            let file = try Self.sharedFile()
+            defer { try? FileManager.default.removeItem(atPath: (file.path as NSString).deletingLastPathComponent) }
             try await server.write {
                 $0.sharedFile = file
                 $0.holdSharedAnswers = true

@@ -24,6 +24,16 @@ struct FaultTests {
         return out
     }
 
+    /// The ERROR `raw` receives next (code and message); nil, with the miss recorded, when the
+    /// connection ends without one.
+    func receivedError(from raw: RawWorker, for what: String) -> (ErrorCode, String)? {
+        guard case .error(let code, let message, _) = raw.receive(until: { if case .error = $0 { true } else { false } }) else {
+            Issue.record("no ERROR for \(what)")
+            return nil
+        }
+        return (code, message)
+    }
+
     func rawRank1(_ h: ServerHarness) throws -> RawWorker {
         let raw = try RawWorker(port: h.server.port)
         try raw.send(.hello(Hello(wantedRank: 1, workerName: "raw")))
@@ -123,10 +133,7 @@ struct FaultTests {
         let raw3 = try rawRank1(h)
         try raw3.send(.pushBegin(step: 0, sampleCount: 32))
         try raw3.send(.pushShared(step: 0, tensor: 0, offset: 0, count: 4))
-        guard case .error(let code3, let message3, _) = raw3.receive(until: { if case .error = $0 { true } else { false } }) else {
-            Issue.record("no ERROR for PUSH_SHARED without a gradient file")
-            return
-        }
+        guard let (code3, message3) = receivedError(from: raw3, for: "PUSH_SHARED without a gradient file") else { return }
         #expect(code3 == .unexpectedMessage)
         #expect(message3.contains("SHARED_GRADIENTS"), "\(message3)")
         #expect(raw3.waitForClose())
@@ -146,10 +153,7 @@ struct FaultTests {
         #expect(truncate(file.path, 4096) == 0)
         try raw4.send(.pushBegin(step: 0, sampleCount: 32))
         try raw4.send(.pushShared(step: 0, tensor: 0, offset: 0, count: UInt32(min(h.layout.tensors[0].count, 1 << 16))))
-        guard case .error(let code4, let message4, _) = raw4.receive(until: { if case .error = $0 { true } else { false } }) else {
-            Issue.record("no ERROR for a gradient file cut short")
-            return
-        }
+        guard let (code4, message4) = receivedError(from: raw4, for: "a gradient file cut short") else { return }
         #expect(code4 == .wrongLength)
         #expect(message4.contains("gradient file"), "\(message4)")
         #expect(raw4.waitForClose())

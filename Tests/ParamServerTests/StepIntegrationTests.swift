@@ -82,14 +82,8 @@ struct StepIntegrationTests {
         defer { fa.remove(); fb.remove() }
         #expect(await a.shareGradients(fa))
         #expect(!(await b.shareGradients(fb)), "a file outside the server's directory was mapped")
-        func views(_ file: SharedWeightFile) -> [UnsafeMutableBufferPointer<Float>] {
-            var at = file.slotData(0).assumingMemoryBound(to: Float.self)
-            return h.layout.tensors.map { t in
-                defer { at += t.count }
-                return UnsafeMutableBufferPointer(start: at, count: t.count)
-            }
-        }
-        let (va, vb) = (views(fa), views(fb))
+        let counts = h.layout.tensors.map(\.count)
+        let (va, vb) = (fa.tensors(inSlot: 0, counts: counts), fb.tensors(inSlot: 0, counts: counts))
         let w = Tensors(h.layout)
         _ = try await a.pull(step: 0, into: w.storage)
         let reference = try ReferenceTrainer(job: job, layout: h.layout, initial: w)

@@ -93,11 +93,7 @@ final class Trainer {
         totalSteps = job.totalSteps ?? job.config.steps ?? Int.max
         weights = FloatArena(layout: network.spec.layout)
         if let file = gradientFile, file.elements == network.spec.layout.parameterCount {
-            var at = file.slotData(0).assumingMemoryBound(to: Float.self)
-            gradients = network.spec.layout.tensors.map { t in
-                defer { at += t.count }
-                return UnsafeMutableBufferPointer(start: at, count: t.count)
-            }
+            gradients = file.tensors(inSlot: 0, counts: network.spec.layout.tensors.map(\.count))
             gradientArena = nil
             self.gradientFile = file
         } else {
