@@ -11,7 +11,53 @@
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <fcntl.h>
 #endif
+
+// The memfd and seal constants (linux/memfd.h, linux/fcntl.h), for C libraries that do not
+// define them without _GNU_SOURCE.
+#define LARS_MFD_CLOEXEC 0x0001U
+#define LARS_MFD_ALLOW_SEALING 0x0002U
+#define LARS_F_ADD_SEALS 1033
+#define LARS_F_GET_SEALS 1034
+#define LARS_F_SEAL_SEAL 0x0001
+#define LARS_F_SEAL_SHRINK 0x0002
+#define LARS_F_SEAL_GROW 0x0004
+
+/// Creates an anonymous shared-memory file (a Linux memfd) of `size` bytes with all its pages
+/// reserved, sealed so that its size can never change again (F_SEAL_SHRINK, F_SEAL_GROW,
+/// F_SEAL_SEAL): no process can cut it short, so a mapping of it never faults with SIGBUS.
+/// Returns the descriptor (close-on-exec), or -1 with errno set.
+static inline int lars_memfd_create_sealed(const char *name, int64_t size) {
+#ifdef __linux__
+    int fd = (int)syscall(SYS_memfd_create, name, LARS_MFD_CLOEXEC | LARS_MFD_ALLOW_SEALING);
+    if (fd < 0) return -1;
+    int reserved = ftruncate(fd, (off_t)size) == 0 ? posix_fallocate(fd, 0, (off_t)size) : errno;
+    if (reserved != 0 || fcntl(fd, LARS_F_ADD_SEALS, LARS_F_SEAL_SHRINK | LARS_F_SEAL_GROW | LARS_F_SEAL_SEAL) != 0) {
+        int saved = reserved != 0 ? reserved : errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+#else
+    (void)name; (void)size;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/// Whether the file open as `fd` is sealed against shrinking (a memfd with F_SEAL_SHRINK), so
+/// that a mapping of it can never fault with SIGBUS. False for every other kind of file.
+static inline int lars_is_sealed_against_shrinking(int fd) {
+#ifdef __linux__
+    int seals = fcntl(fd, LARS_F_GET_SEALS);
+    return seals >= 0 && (seals & LARS_F_SEAL_SHRINK) != 0;
+#else
+    (void)fd;
+    return 0;
+#endif
+}
 
 /// Reads `*p` with acquire ordering: what was written before the matching release store is
 /// visible after this load.

@@ -168,11 +168,11 @@ public final class ClientSession: Sendable {
         evalRequests.take()
     }
 
-    /// Offers the server `file`, made by this worker (``SharedWeightFile/create(elements:directory:)``
-    /// for the layout's parameter count, in the server's shared weight file's directory), whose
-    /// slot 0 the caller computes its gradients into, tensor after tensor in layout order. A
-    /// server that maps it (on this host) reads pushes of those buffers from it: their chunks go
-    /// as PUSH_SHARED, a few bytes each. The offer is made again on every new connection.
+    /// Offers the server `file`, made by this worker (``SharedWeightFile/createSealed(elements:)``
+    /// for the layout's parameter count), whose slot 0 the caller computes its gradients into,
+    /// tensor after tensor in layout order. A server on this host maps it (only a file sealed
+    /// against shrinking) and reads pushes of those buffers from it: their chunks go as
+    /// PUSH_SHARED, a few bytes each. The offer is made again on every new connection.
     /// Returns whether the current server took it; pushes of other buffers, or to a server that
     /// did not, go in PUSH_CHUNK frames as before.
     public func shareGradients(_ file: SharedWeightFile) async -> Bool {

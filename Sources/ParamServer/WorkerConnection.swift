@@ -35,10 +35,10 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
     private var chunk: (index: Int?, finite: Bool)?
     /// One grid chunk of scaled gradient, allocated at the first push.
     private var staging: UnsafeMutablePointer<Float>?
-    /// The worker's gradient file (SHARED_GRADIENTS), open for reading, and each tensor's byte
-    /// offset in it (slot 0). Read with `pread`, never mapped: a file the worker shortens then
-    /// gives a short read, which is refused, instead of a SIGBUS in the server.
-    private var gradientFile: (descriptor: Int32, tensorOffsets: [Int])?
+    /// The worker's gradient file (SHARED_GRADIENTS), mapped for reading, and its tensors
+    /// (slot 0). Only a file sealed against shrinking is mapped: no worker can cut it short
+    /// under the mapping, so reading it never faults with SIGBUS.
+    private var gradientFile: (file: SharedWeightFile, tensors: [UnsafeBufferPointer<Float>])?
 
     /// Weight snapshots still to send, and the next chunk of the first.
     private var outgoing: [WeightSnapshot] = []
@@ -54,7 +54,6 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
 
     deinit {
         staging?.deallocate()
-        if let g = gradientFile { close(g.descriptor) }
     }
 
     // MARK: Channel events
@@ -242,28 +241,19 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
 
     // MARK: Gradients in the worker's file (workers on this host)
 
-    /// Maps the gradient file a worker on this host named: only a file in the server's own
-    /// shared-memory directory with the shared weight file's name pattern, whose header holds
-    /// `nonce` and the layout's parameter count. Anything else is refused (the worker then
-    /// sends its gradients in PUSH_CHUNK frames) and logged.
+    /// Maps the gradient file a worker on this host named (a `/proc/<pid>/fd/<n>` path of its
+    /// memfd): only while shared weights are on, and only a file sealed against shrinking whose
+    /// header holds `nonce` and the layout's parameter count. Anything else is refused (the
+    /// worker then sends its gradients in PUSH_CHUNK frames) and logged.
     private func mapGradients(path: String, nonce: UInt64, elements: UInt64, coordinator: StepCoordinator) -> Bool {
         let layout = coordinator.layout
-        let directory = (coordinator.options.sharedWeightsDirectory as NSString).standardizingPath
-        let name = (path as NSString).lastPathComponent
-        guard coordinator.sharedWeights != nil, elements == UInt64(layout.parameterCount),
-              ((path as NSString).deletingLastPathComponent as NSString).standardizingPath == directory,
-              name.hasPrefix(SharedWeightFile.namePrefix), !name.contains("/")
-        else {
-            host.logger.info("gradient file refused", metadata: ["rank": "\(rank ?? -1)", "path": "\(path)"])
+        guard coordinator.sharedWeights != nil, elements == UInt64(layout.parameterCount) else {
+            host.logger.info("gradient file refused", metadata: ["rank": "\(rank ?? -1)", "path": "\(path)", "elements": "\(elements)"])
             return false
         }
         do {
-            // The header check (magic, nonce, size); the mapping goes with `file`.
-            let file = try SharedWeightFile.open(path: path, nonce: nonce, elements: layout.parameterCount)
-            let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-            guard descriptor >= 0 else { return false }
-            if let old = gradientFile { close(old.descriptor) }
-            gradientFile = (descriptor, file.tensorOffsets(inSlot: 0, counts: layout.tensors.map(\.count)))
+            let file = try SharedWeightFile.open(path: path, nonce: nonce, elements: layout.parameterCount, sealed: true)
+            gradientFile = (file, file.tensors(inSlot: 0, counts: layout.tensors.map(\.count)).map { UnsafeBufferPointer($0) })
             return true
         } catch {
             host.logger.info("gradient file refused", metadata: ["rank": "\(rank ?? -1)", "error": "\(error)"])
@@ -272,7 +262,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
     }
 
     /// PUSH_SHARED: the grid chunk is read from the worker's gradient file, through the same
-    /// checks and staging as a PUSH_CHUNK carrying the same values.
+    /// checks and staging as a PUSH_CHUNK carrying the same values (one pass copies and scales).
     private func pushShared(step: UInt64, tensor: UInt32, offset: UInt64, count: UInt32) {
         guard let g = gradientFile else {
             host.telemetry.rejected(.protocol)
@@ -281,17 +271,11 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         let header = ChunkHeader(kind: .push, step: step, tensor: tensor, offset: offset, count: count)
         beginChunk(header)
         guard !closing, let c = chunk else { return }
-        // beginChunk checked that (tensor, offset, count) is a chunk of the grid; the values go
-        // into the staging buffer and are scaled there, as a PUSH_CHUNK's would be.
-        if c.index != nil, let staging, let p = push {
-            let bytes = Int(count) * 4
-            let at = g.tensorOffsets[Int(tensor)] + Int(offset) * 4
-            let got = pread(g.descriptor, staging, bytes, off_t(at))
-            guard got == bytes else {
-                host.telemetry.rejected(.wrongLength)
-                return fail(.wrongLength, "PUSH_SHARED: the gradient file holds \(max(got, 0)) of the \(bytes) bytes at offset \(at)", requestID: step)
-            }
-            let finite = AccumulatorKernels.scale(UnsafeRawPointer(staging), dtype: .float32, count: Int(count), by: p.factor, into: staging)
+        // beginChunk checked that (tensor, offset, count) is a chunk of the grid; the values are
+        // scaled into the staging buffer, as a PUSH_CHUNK's would be.
+        if c.index != nil, let staging, let p = push, let source = g.tensors[Int(tensor)].baseAddress {
+            let finite = AccumulatorKernels.scale(
+                UnsafeRawPointer(source + Int(offset)), dtype: .float32, count: Int(count), by: p.factor, into: staging)
             if !finite { chunk?.finite = false }
         }
         endChunk(header)

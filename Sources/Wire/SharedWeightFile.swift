@@ -46,10 +46,13 @@ public final class SharedWeightFile: @unchecked Sendable {
     private let base: UnsafeMutableRawPointer
     private let length: Int
     private let slotBytes: Int
-    /// The writer's descriptor, open for the file's life with an exclusive `flock`: the mark of
-    /// a live server that `removeStale` looks for. -1 for a reader.
+    /// The writer's descriptor, open for the file's life: for a named file with an exclusive
+    /// `flock`, the mark of a live server that `removeStale` looks for; for a sealed file
+    /// (``createSealed(elements:)``) the descriptor its `/proc` path names. -1 for a reader.
     private let lockDescriptor: Int32
-    /// Whether this is the server's side, which writes the file and owns its name.
+    /// Whether the writer owns a name in a directory (`create`), which goes with it.
+    private let isNamed: Bool
+    /// Whether this is the side that made the file and writes it.
     private var isWriter: Bool { lockDescriptor >= 0 }
     /// The slot the next publish writes (the writer only).
     private var nextSlot = 0
@@ -63,7 +66,8 @@ public final class SharedWeightFile: @unchecked Sendable {
     public static let namePrefix = "lars-ps-"
 
     private init(
-        path: String, nonce: UInt64, elements: Int, base: UnsafeMutableRawPointer, length: Int, lockDescriptor: Int32 = -1
+        path: String, nonce: UInt64, elements: Int, base: UnsafeMutableRawPointer, length: Int, lockDescriptor: Int32 = -1,
+        isNamed: Bool = true
     ) {
         self.path = path
         self.nonce = nonce
@@ -72,12 +76,13 @@ public final class SharedWeightFile: @unchecked Sendable {
         self.length = length
         self.slotBytes = Self.slotBytes(elements: elements)
         self.lockDescriptor = lockDescriptor
+        self.isNamed = isNamed
     }
 
     deinit {
         munmap(base, length)
         if isWriter {
-            unlink(path)
+            if isNamed { unlink(path) }
             close(lockDescriptor)
         }
     }
@@ -124,17 +129,47 @@ public final class SharedWeightFile: @unchecked Sendable {
         guard let base = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), base != MAP_FAILED else {
             throw fail("cannot map it: \(errnoText())")
         }
-        let file = SharedWeightFile(
-            path: path, nonce: nonce, elements: elements, base: base, length: length, lockDescriptor: fd)
-        file.word(at: 8).pointee = nonce
-        file.word(at: 16).pointee = UInt64(elements)
-        file.word(at: 24).pointee = UInt64(slotCount)
-        for k in 0..<slotCount {
-            file.stepWord(ofSlot: k).pointee = emptyStep
+        return SharedWeightFile(
+            path: path, nonce: nonce, elements: elements, base: base, length: length, lockDescriptor: fd
+        ).withHeader()
+    }
+
+    /// Makes a new nameless file for `elements` float32 values per slot: a memfd with all its
+    /// space reserved and sealed so that its size never changes, which no process can cut short.
+    /// Its `path` is `/proc/<this process>/fd/<descriptor>`, valid while the file lives; other
+    /// processes of the same user in the same PID namespace can open it there. A worker computes
+    /// its gradients into one (``ClientSession/shareGradients(_:)``): the server maps it and
+    /// reads pushes straight from it, safe from SIGBUS because it cannot shrink (see
+    /// ``open(path:nonce:elements:sealed:)``). Nothing is left behind when the process ends.
+    public static func createSealed(elements: Int) throws(SharedWeightError) -> SharedWeightFile {
+        let nonce = UInt64.random(in: 1...UInt64.max)
+        try checkElements(elements, path: "memfd")
+        let length = fileBytes(elements: elements)
+        let fd = lars_memfd_create_sealed("\(namePrefix)gradients", Int64(length))
+        guard fd >= 0 else {
+            throw SharedWeightError(path: "memfd", reason: "cannot make a sealed file of \(length) bytes: \(errnoText())")
         }
-        // The magic last: a reader that sees it sees the rest of the header.
-        lars_store_release(file.word(at: 0), magic)
-        return file
+        let path = "/proc/\(getpid())/fd/\(fd)"
+        guard let base = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), base != MAP_FAILED else {
+            let reason = "cannot map it: \(errnoText())"
+            close(fd)
+            throw SharedWeightError(path: path, reason: reason)
+        }
+        return SharedWeightFile(
+            path: path, nonce: nonce, elements: elements, base: base, length: length, lockDescriptor: fd, isNamed: false
+        ).withHeader()
+    }
+
+    /// Writes a new file's header, the magic last: a reader that sees it sees the rest.
+    private func withHeader() -> SharedWeightFile {
+        word(at: 8).pointee = nonce
+        word(at: 16).pointee = UInt64(elements)
+        word(at: 24).pointee = UInt64(Self.slotCount)
+        for k in 0..<Self.slotCount {
+            stepWord(ofSlot: k).pointee = Self.emptyStep
+        }
+        lars_store_release(word(at: 0), Self.magic)
+        return self
     }
 
     /// Writes the weights of `step` (every tensor of the layout, in order) into the slot that
@@ -163,8 +198,9 @@ public final class SharedWeightFile: @unchecked Sendable {
     }
 
     /// Removes the file's name; mappings (the server's, the workers') stay valid until unmapped.
+    /// Nothing for a sealed file, which has no name.
     public func remove() {
-        unlink(path)
+        if isNamed { unlink(path) }
     }
 
     /// Removes files `create` made in `directory` that no live server holds: a server keeps an
@@ -185,12 +221,17 @@ public final class SharedWeightFile: @unchecked Sendable {
     // MARK: A worker's side
 
     /// Maps the file at `path` for reading and checks that it is the one the server described:
-    /// the magic, `nonce` and `elements` must match.
-    public static func open(path: String, nonce: UInt64, elements: Int) throws(SharedWeightError) -> SharedWeightFile {
+    /// the magic, `nonce` and `elements` must match. With `sealed`, the file must also be sealed
+    /// against shrinking (``createSealed(elements:)``), so that reading the mapping can never
+    /// fault with SIGBUS whatever its maker does: how the server maps a worker's gradient file.
+    public static func open(path: String, nonce: UInt64, elements: Int, sealed: Bool = false) throws(SharedWeightError) -> SharedWeightFile {
         try checkElements(elements, path: path)
         let fd = openDescriptor(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0)
         guard fd >= 0 else { throw SharedWeightError(path: path, reason: "cannot open it: \(errnoText())") }
         defer { close(fd) }
+        guard !sealed || lars_is_sealed_against_shrinking(fd) != 0 else {
+            throw SharedWeightError(path: path, reason: "not sealed against shrinking (a memfd with F_SEAL_SHRINK expected): it could be cut short under a mapping")
+        }
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw SharedWeightError(path: path, reason: "cannot stat it: \(errnoText())") }
         guard info.st_mode & S_IFMT == S_IFREG else { throw SharedWeightError(path: path, reason: "not a regular file") }

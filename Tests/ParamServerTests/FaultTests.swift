@@ -138,24 +138,28 @@ struct FaultTests {
         #expect(message3.contains("SHARED_GRADIENTS"), "\(message3)")
         #expect(raw3.waitForClose())
 
-        // A gradient file the server mapped and the worker then cut short: a short read,
-        // refused as wrong_length (the server reads with pread, so no SIGBUS).
+        // Gradient files the server must not map: one that its worker could cut short under
+        // the mapping (a named file, not a sealed memfd: a SIGBUS in the server at the next
+        // read), one with another size, and a path that is not there. Each is refused; the
+        // connection stays, and a PUSH_SHARED on it is refused as without a file.
         let directory = try #require(h.server.coordinator?.sharedWeights.map { ($0.path as NSString).deletingLastPathComponent })
-        let file = try SharedWeightFile.create(elements: h.layout.parameterCount, directory: directory)
-        defer { file.remove() }
+        let named = try SharedWeightFile.create(elements: h.layout.parameterCount, directory: directory)
+        defer { named.remove() }
+        let sealed = try SharedWeightFile.createSealed(elements: h.layout.parameterCount)
         let raw4 = try rawRank1(h)
-        try raw4.send(.sharedGradients(nonce: file.nonce, elements: UInt64(file.elements), path: file.path))
-        guard case .sharedGradientsAnswer(let accepted) = raw4.receive(until: { if case .sharedGradientsAnswer = $0 { true } else { false } }) else {
-            Issue.record("no SHARED_GRADIENTS_ANSWER")
-            return
+        for (path, elements) in [(named.path, named.elements), (sealed.path, sealed.elements + 1), (directory + "/lars-ps-none", named.elements)] {
+            let nonce = path == sealed.path ? sealed.nonce : named.nonce
+            try raw4.send(.sharedGradients(nonce: nonce, elements: UInt64(elements), path: path))
+            guard case .sharedGradientsAnswer(let accepted) = raw4.receive(until: { if case .sharedGradientsAnswer = $0 { true } else { false } }) else {
+                Issue.record("no SHARED_GRADIENTS_ANSWER for \(path)")
+                return
+            }
+            #expect(!accepted, "\(path) with \(elements) elements was mapped")
         }
-        #expect(accepted)
-        #expect(truncate(file.path, 4096) == 0)
         try raw4.send(.pushBegin(step: 0, sampleCount: 32))
         try raw4.send(.pushShared(step: 0, tensor: 0, offset: 0, count: UInt32(min(h.layout.tensors[0].count, 1 << 16))))
-        guard let (code4, message4) = receivedError(from: raw4, for: "a gradient file cut short") else { return }
-        #expect(code4 == .wrongLength)
-        #expect(message4.contains("gradient file"), "\(message4)")
+        guard let (code4, _) = receivedError(from: raw4, for: "PUSH_SHARED after refused gradient files") else { return }
+        #expect(code4 == .unexpectedMessage)
         #expect(raw4.waitForClose())
 
         // Training goes on, and the refused bytes never reached the accumulator.

@@ -65,8 +65,8 @@ struct StepIntegrationTests {
 
     /// Workers on the server's host offer their gradient files (SHARED_GRADIENTS) and push
     /// from them: every chunk goes as PUSH_SHARED, and the weights still equal Core's LARS bit
-    /// for bit. A file outside the server's shared-memory directory is refused, and that
-    /// worker's pushes go in PUSH_CHUNK frames.
+    /// for bit. A file that could be cut short under the server's mapping (a named file, not a
+    /// sealed memfd) is refused, and that worker's pushes go in PUSH_CHUNK frames.
     @Test func gradientsReadFromTheWorkersFilesMatchCoreLARSBitForBit() async throws {
         let job = ServerHarness.job(steps: 2, workers: 2)
         let h = try await ServerHarness(job: job, deterministic: true)
@@ -74,14 +74,11 @@ struct StepIntegrationTests {
         let ia = try await a.connect(), ib = try await b.connect()
         let weightsPath = try #require(ia.sharedWeightsPath)
         let directory = (weightsPath as NSString).deletingLastPathComponent
-        let elsewhere = NSTemporaryDirectory() + "lars-grad-elsewhere-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: elsewhere) }
-        let fa = try SharedWeightFile.create(elements: h.layout.parameterCount, directory: directory)
-        let fb = try SharedWeightFile.create(elements: h.layout.parameterCount, directory: elsewhere)
-        defer { fa.remove(); fb.remove() }
+        let fa = try SharedWeightFile.createSealed(elements: h.layout.parameterCount)
+        let fb = try SharedWeightFile.create(elements: h.layout.parameterCount, directory: directory)
+        defer { fb.remove() }
         #expect(await a.shareGradients(fa))
-        #expect(!(await b.shareGradients(fb)), "a file outside the server's directory was mapped")
+        #expect(!(await b.shareGradients(fb)), "a file that could shrink was mapped")
         let counts = h.layout.tensors.map(\.count)
         let (va, vb) = (fa.tensors(inSlot: 0, counts: counts), fb.tensors(inSlot: 0, counts: counts))
         let w = Tensors(h.layout)

@@ -133,6 +133,30 @@ import Testing
         #expect(missing?.description.contains("lars-ps-1-none") == true)
     }
 
+    /// A worker's gradient file (`createSealed`) is a memfd whose size no one can change: the
+    /// server, which maps it, can rely on that (`open(sealed: true)`), and refuses a file that
+    /// could be cut short under its mapping. The sealed file reads like any other.
+    @Test func aSealedFileCannotBeCutShortAndOnlySuchFilesOpenAsSealed() throws {
+        let sealed = try SharedWeightFile.createSealed(elements: 1004)
+        #expect(sealed.path.hasPrefix("/proc/\(getpid())/fd/"))
+        #expect(truncate(sealed.path, 4096) == -1 && errno == EPERM, "a sealed file was cut short")
+        #expect(truncate(sealed.path, 1 << 24) == -1 && errno == EPERM, "a sealed file grew")
+        let mapped = try SharedWeightFile.open(path: sealed.path, nonce: sealed.nonce, elements: 1004, sealed: true)
+        let values = Self.tensors(seed: 3)
+        for (k, t) in sealed.tensors(inSlot: 0, counts: [3, 1, 1000]).enumerated() { _ = t.update(fromContentsOf: values[k]) }
+        #expect(mapped.tensors(inSlot: 0, counts: [3, 1, 1000]).map { Array($0) } == values)
+        sealed.remove()   // no name: nothing to remove, and the file stays usable
+        #expect(FileManager.default.fileExists(atPath: sealed.path))
+
+        let dir = try Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let named = try SharedWeightFile.create(elements: 1004, directory: dir)
+        let unsealed = #expect(throws: SharedWeightError.self) {
+            try SharedWeightFile.open(path: named.path, nonce: named.nonce, elements: 1004, sealed: true)
+        }
+        #expect(unsealed?.reason.contains("not sealed against shrinking") == true)
+    }
+
     @Test func theServerRemovesItsFileAndFilesNoLiveServerHolds() throws {
         let dir = try Self.directory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

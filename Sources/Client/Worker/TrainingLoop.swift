@@ -45,17 +45,15 @@ public final class TrainingLoop {
             return .dataset(error.description)
         }
         // On the server's host (the shared weight file mapped), the gradients are computed into
-        // a file of this worker's in the same directory, which the server reads pushes from.
+        // a sealed file of this worker's, which the server maps and reads pushes from.
         var gradientFile: SharedWeightFile?
-        if let weightsPath = info.sharedWeightsPath {
+        if info.sharedWeightsPath != nil {
             do {
-                gradientFile = try SharedWeightFile.create(
-                    elements: info.layout.layout.parameterCount, directory: (weightsPath as NSString).deletingLastPathComponent)
+                gradientFile = try SharedWeightFile.createSealed(elements: info.layout.layout.parameterCount)
             } catch {
                 logger.info("pushing over TCP", metadata: ["reason": "\(error)"])
             }
         }
-        defer { gradientFile?.remove() }
         let trainer: Trainer
         do {
             trainer = try Trainer(info: info, data: data, microBatch: options.microBatch, gradientFile: gradientFile)
