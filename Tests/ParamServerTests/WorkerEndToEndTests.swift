@@ -103,6 +103,9 @@ struct WorkerEndToEndTests {
             #expect(w.output.contains("bye (done)"), "worker \(rank): \(w.output)")
             #expect(w.output.contains("step 20/20"), "worker \(rank) printed no progress: \(w.output)")
             #expect(w.output.contains("micro_batch=\(rank == 1 ? 100 : 256)"), "worker \(rank): \(w.output)")
+            // The server, another process, mapped this worker's sealed gradient file through its
+            // /proc path, and the pushes went through it.
+            #expect(w.output.contains("pushing through the gradient file"), "worker \(rank): \(w.output)")
         }
 
         let log = try Self.runLog(in: dir)
