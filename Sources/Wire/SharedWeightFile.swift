@@ -328,7 +328,7 @@ public final class SharedWeightFile: @unchecked Sendable {
 
     /// The byte offset in the file of each tensor in slot `k`, for tensors of `counts`
     /// elements in layout order.
-    public func tensorOffsets(inSlot k: Int, counts: [Int]) -> [Int] {
+    private func tensorOffsets(inSlot k: Int, counts: [Int]) -> [Int] {
         precondition(k >= 0 && k < Self.slotCount, "slot \(k) of \(Self.slotCount)")
         var at = Self.headerBytes + k * slotBytes
         return counts.map { n in
@@ -338,7 +338,7 @@ public final class SharedWeightFile: @unchecked Sendable {
     }
 
     /// Slot `k` as one buffer per tensor of `counts` elements, in layout order. Writable only
-    /// through a file this process made (`create`).
+    /// through a file this process made (`create`, `createSealed`).
     public func tensors(inSlot k: Int, counts: [Int]) -> [UnsafeMutableBufferPointer<Float>] {
         zip(tensorOffsets(inSlot: k, counts: counts), counts).map { offset, n in
             UnsafeMutableBufferPointer(start: (base + offset).assumingMemoryBound(to: Float.self), count: n)
