@@ -413,15 +413,26 @@ final class StepCoordinator: @unchecked Sendable {
         if let p = poison {
             skippedReason = "non-finite gradient from rank \(p.rank) in tensor '\(p.tensor)'"
         } else {
+            // W_{t+1} goes into the other weight set, which the next snapshot slices. When local
+            // workers wait on the shared weight file, it goes into the file's next slot instead,
+            // which wakes them as soon as the update ends, and is copied into the weight set
+            // after. With `weightsOut` given the optimizer only reads `weights`.
+            let slotWrite = pendingPulls.contains(where: { $0.shared && $0.step <= t + 1 })
+                ? sharedWeights?.beginWrite(counts: layout.tensors.map(\.count)) : nil
             do {
-                // W_{t+1} goes straight into the other weight set, which the next snapshot
-                // slices. With `weightsOut` given the optimizer only reads `weights`.
                 report = try optimizer.step(
                     rate: rate, weights: weights.readable.map { UnsafeMutableBufferPointer(mutating: $0) },
                     gradients: accumulator.buffers.map { UnsafeBufferPointer($0) },
-                    momenta: momenta.buffers, gradientNormsSquared: gsq, weightsOut: weights.nextWritable)
+                    momenta: momenta.buffers, gradientNormsSquared: gsq, weightsOut: slotWrite?.tensors ?? weights.nextWritable)
+                if let slotWrite, let file = sharedWeights {
+                    sharedSlot = (t + 1, file.finishWrite(step: UInt64(t + 1)))
+                    for (target, source) in zip(weights.nextWritable, slotWrite.tensors) where source.count > 0 {
+                        target.baseAddress!.update(from: source.baseAddress!, count: source.count)
+                    }
+                }
                 weights.swap()
             } catch {
+                if slotWrite != nil { sharedWeights?.abandonWrite() }
                 skippedReason = "\(error)"
             }
         }
@@ -437,8 +448,9 @@ final class StepCoordinator: @unchecked Sendable {
             publish()
         }
         // The workers waiting on the shared weight file get the weights first (writing them
-        // wakes them all); then the step's figures are recorded, so that every answer sent on a
-        // connection comes after them; then the pulls are answered.
+        // wakes them all; the update above has done so unless the step was skipped); then the
+        // step's figures are recorded, so that every answer sent on a connection comes after
+        // them; then the pulls are answered.
         if pendingPulls.contains(where: { $0.shared && $0.step <= step }) { _ = writeSharedSlot() }
         let layers = report.map { r in
             r.tensors.map { LayerFigures(weightNorm: $0.weightNorm, gradientNorm: $0.gradientNorm, trustRatio: $0.trustRatio, effectiveRate: $0.effectiveRate) }

@@ -175,26 +175,64 @@ public final class SharedWeightFile: @unchecked Sendable {
     /// Writes the weights of `step` (every tensor of the layout, in order) into the slot that
     /// does not hold the previous step, and returns that slot.
     public func publish(step: UInt64, tensors: [UnsafeBufferPointer<Float>]) -> UInt32 {
-        precondition(isWriter, "publish on a shared weight file opened for reading")
         precondition(tensors.reduce(0) { $0 + $1.count } == elements, "publish of tensors that do not fill a slot")
+        let slot = beginWrite(counts: tensors.map(\.count))
+        for (destination, source) in zip(slot.tensors, tensors) where source.count > 0 {
+            destination.baseAddress!.update(from: source.baseAddress!, count: source.count)
+        }
+        return finishWrite(step: step)
+    }
+
+    /// A slot being written: `beginWrite` marks it so that no reader takes it, and the writer
+    /// fills `tensors` in place, then calls `finishWrite` (or `abandonWrite`).
+    public struct SlotWrite {
+        public let slot: UInt32
+        /// The slot as one buffer per tensor, in layout order.
+        public let tensors: [UnsafeMutableBufferPointer<Float>]
+    }
+
+    /// The slot under way, between `beginWrite` and `finishWrite` or `abandonWrite`.
+    private var writing: (slot: Int, before: UInt64)?
+
+    /// Starts writing the next step into the slot that does not hold the newest one, for a
+    /// writer that computes the values straight into it (the server's update writes W_{t+1}
+    /// there, so that waiting workers are woken without a copy first). Readers of that slot's
+    /// old step see it change and fall back, as with `publish`.
+    public func beginWrite(counts: [Int]) -> SlotWrite {
+        precondition(isWriter, "a write to a shared weight file opened for reading")
+        precondition(writing == nil, "beginWrite while another write is under way")
+        precondition(counts.reduce(0, +) == elements, "a write of tensors that do not fill a slot")
         let slot = nextSlot
         nextSlot = (nextSlot + 1) % Self.slotCount
         let sequence = sequenceWord(ofSlot: slot)
         let before = lars_load_relaxed(sequence)
         lars_store_relaxed(sequence, before | 1)
         lars_fence_release()
+        writing = (slot, before)
+        return SlotWrite(slot: UInt32(slot), tensors: tensors(inSlot: slot, counts: counts))
+    }
+
+    /// Publishes the slot `beginWrite` gave out as holding `step`, wakes every thread waiting on
+    /// the file, and returns the slot.
+    @discardableResult
+    public func finishWrite(step: UInt64) -> UInt32 {
+        guard let (slot, before) = writing else { preconditionFailure("finishWrite without beginWrite") }
+        writing = nil
         lars_store_relaxed(stepWord(ofSlot: slot), step)
-        var destination = data(ofSlot: slot)
-        for tensor in tensors {
-            if let source = tensor.baseAddress, tensor.count > 0 {
-                destination.copyMemory(from: source, byteCount: tensor.count * 4)
-            }
-            destination += tensor.count * 4
-        }
-        lars_store_release(sequence, (before | 1) + 1)
+        lars_store_release(sequenceWord(ofSlot: slot), (before | 1) + 1)
         lars_increment_release32(writes)
         lars_futex_wake_all(writes)
         return UInt32(slot)
+    }
+
+    /// Gives up the write `beginWrite` started: the slot then holds no step (its old one may be
+    /// partly overwritten), and the next write goes to it again.
+    public func abandonWrite() {
+        guard let (slot, before) = writing else { return }
+        writing = nil
+        lars_store_relaxed(stepWord(ofSlot: slot), Self.emptyStep)
+        lars_store_release(sequenceWord(ofSlot: slot), (before | 1) + 1)
+        nextSlot = slot
     }
 
     /// Removes the file's name; mappings (the server's, the workers') stay valid until unmapped.

@@ -91,12 +91,22 @@ struct StepIntegrationTests {
             for (k, v) in va.enumerated() { _ = v.update(fromContentsOf: ga.storage[k]) }
             for (k, v) in vb.enumerated() { _ = v.update(fromContentsOf: gb.storage[k]) }
             // One after the other: a push returns once the server has read it, before the close.
-            #expect(try await a.push(step: t, sampleCount: 24, loss: 1.0, gradients: va.map { UnsafeBufferPointer($0) }) == .accepted)
+            // Worker a's pull of the next step goes ahead of its PUSH_END, as a worker's does, so
+            // it waits at the server when b's push closes the step: the update then writes
+            // W_{t+1} straight into the shared file's slot, which a reads.
+            let pa = try await a.beginPush(step: t, sampleCount: 24, gradients: va.map { UnsafeBufferPointer($0) })
+            let next = pa.pullNext(t + 1, into: w.storage)
+            #expect(try await pa.finish(loss: 1.0) == .accepted)
             #expect(try await b.push(step: t, sampleCount: 40, loss: 1.5, gradients: vb.map { UnsafeBufferPointer($0) }) == .accepted)
             let ordered = ia.rank == 0 ? [(24, ga), (40, gb)] : [(40, gb), (24, ga)]
             try reference.step(t, contributions: ordered.map { (samples: $0.0, gradient: $0.1) })
-            _ = try await a.pull(step: t + 1, into: w.storage)
+            #expect(try await next.step() == t + 1)
+            await next.settle()
             #expect(w.values == reference.weights.values, "weights after step \(t) differ from Core's LARS")
+            let file = try #require(h.server.coordinator?.sharedWeights)
+            let inFile = Tensors(h.layout)
+            #expect((0..<2).contains { file.read(step: UInt64(t + 1), slot: UInt32($0), into: inFile.storage) })
+            #expect(inFile.values == reference.weights.values, "the shared file's slot differs from Core's LARS")
         }
         let chunks = h.layout.tensors.reduce(0) { $0 + ($1.count + 65_535) / 65_536 }   // the harness's grid
         #expect(await a.sharedPushChunks() == 2 * chunks)

@@ -133,6 +133,40 @@ import Testing
         #expect(missing?.description.contains("lars-ps-1-none") == true)
     }
 
+    /// A writer that computes a step straight into a slot (`beginWrite`): while it writes, the
+    /// slot's old step is no longer readable and is not the newest; `finishWrite` publishes the
+    /// values and the step together; `abandonWrite` leaves the slot without a step, and the
+    /// next write goes to it again.
+    @Test func aStepWrittenInPlaceIsReadOnlyOnceFinished() throws {
+        let dir = try Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let server = try SharedWeightFile.create(elements: 1004, directory: dir)
+        let worker = try SharedWeightFile.open(path: server.path, nonce: server.nonce, elements: 1004)
+        let w1 = Self.tensors(seed: 1), w2 = Self.tensors(seed: 2), w3 = Self.tensors(seed: 3)
+        let s1 = publish(server, step: 1, w1)
+        let s2 = publish(server, step: 2, w2)
+
+        let write = server.beginWrite(counts: [3, 1, 1000])
+        #expect(write.slot == s1, "the write goes where the older step is")
+        #expect(read(worker, step: 1, slot: s1) == nil, "a slot under way was read")
+        #expect(worker.newestStep()?.step == 2)
+        for (k, t) in write.tensors.enumerated() { _ = t.update(fromContentsOf: w3[k]) }
+        #expect(read(worker, step: 1, slot: s1) == nil)
+        #expect(server.finishWrite(step: 3) == s1)
+        #expect(read(worker, step: 3, slot: s1) == w3)
+        #expect(worker.newestStep()?.step == 3)
+        #expect(read(worker, step: 2, slot: s2) == w2, "the other slot is untouched")
+
+        let abandoned = server.beginWrite(counts: [3, 1, 1000])
+        #expect(abandoned.slot == s2)
+        abandoned.tensors[2][0] = -99
+        server.abandonWrite()
+        #expect(read(worker, step: 2, slot: s2) == nil, "an abandoned slot still claims its step")
+        #expect(worker.newestStep()?.step == 3)
+        #expect(publish(server, step: 4, w1) == s2, "the next write did not reuse the abandoned slot")
+        #expect(read(worker, step: 4, slot: s2) == w1)
+    }
+
     /// A worker's gradient file (`createSealed`) is a memfd whose size no one can change: the
     /// server, which maps it, can rely on that (`open(sealed: true)`), and refuses a file that
     /// could be cut short under its mapping. The sealed file reads like any other.
