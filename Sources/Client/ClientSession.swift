@@ -321,6 +321,22 @@ public final class StreamingPush: @unchecked Sendable {
     }
 }
 
+/// The weights of a step read in place from the server's shared weight file
+/// (``NextPull/borrow(whileWaiting:)``). Holds the file, so the mapping stays while it lives.
+public struct SharedSlotWeights: @unchecked Sendable {
+    public let step: Int
+    public let slot: UInt32
+    public let file: SharedWeightFile
+    /// One buffer per layout tensor, in the file's mapping: read only.
+    public let tensors: [UnsafeBufferPointer<Float>]
+
+    /// Copies the weights into `buffers`; false when the server has written the slot again
+    /// since (the buffers then hold garbage).
+    public func copy(into buffers: [UnsafeMutableBufferPointer<Float>]) -> Bool {
+        file.read(step: UInt64(step), slot: slot, into: buffers)
+    }
+}
+
 /// The pull of the next step that ``StreamingPush/pullNext(_:into:)`` sent ahead of PUSH_END.
 ///
 /// On the server's host, ``step()`` does not wait for the answer to travel through the server's
@@ -348,7 +364,7 @@ public struct NextPull: Sendable {
             switch outcome {
             case .copied(let step):
                 return Int(step)
-            case .notClaimed, .gaveUp(claimed: false):
+            case .notClaimed, .gaveUp(claimed: false), .inSlot:   // awaitStep copies: never inSlot
                 break
             case .gaveUp(claimed: true):
                 // Claimed, but no copy held: the answer was dropped, so pull again.
@@ -357,6 +373,36 @@ public struct NextPull: Sendable {
             }
         }
         return try await task.value.step
+    }
+
+    /// Like ``step(whileWaiting:)``, but on the server's host it copies nothing: it returns the
+    /// step with the shared weight file's slot that holds it, and the caller reads the weights
+    /// there (the buffers are left as they are). Elsewhere, or when the answer came first, the
+    /// weights are in the buffers and `weights` is nil.
+    ///
+    /// The slot keeps the step until the server writes it again, which it does with the weights
+    /// of two steps on. In a job whose every step waits for every worker (no `min_workers`
+    /// below `workers`) that cannot happen before this worker has pushed the step after this
+    /// one, so it may compute this step from the slot and evaluate these weights before that
+    /// push. Otherwise (or to keep them longer) it copies them out first
+    /// (``SharedSlotWeights/copy(into:)``).
+    public func borrow(whileWaiting work: () -> Bool = { false }) async throws -> (step: Int, weights: SharedSlotWeights?) {
+        if let file, let claim {
+            let outcome = file.awaitSlot(
+                UInt64(max(target, 0)), claim: { claim.take(by: .reader) },
+                giveUp: { claim.hasEnded || claim.takenByReceiver }, work: work)
+            switch outcome {
+            case .inSlot(let step, let slot):
+                let tensors = file.tensors(inSlot: Int(slot), counts: buffers.tensors.map(\.count)).map { UnsafeBufferPointer($0) }
+                return (Int(step), SharedSlotWeights(step: Int(step), slot: slot, file: file, tensors: tensors))
+            case .copied, .notClaimed, .gaveUp(claimed: false):
+                break
+            case .gaveUp(claimed: true):
+                await settle()
+                return (try await session.pull(step: target, into: buffers.tensors).step, nil)
+            }
+        }
+        return (try await task.value.step, nil)
     }
 
     /// Waits for the pull itself to end (answered, dropped or failed). Call it before the next

@@ -313,10 +313,12 @@ public final class SharedWeightFile: @unchecked Sendable {
         return lars_load_relaxed(sequence) == before
     }
 
-    /// What ``awaitStep(_:into:claim:giveUp:work:)`` did.
+    /// What ``awaitStep(_:into:claim:giveUp:work:)`` or ``awaitSlot(_:claim:giveUp:work:)`` did.
     public enum AwaitOutcome: Equatable, Sendable {
         /// The weights of this step (the one waited for or a later one) are in the tensors.
         case copied(step: UInt64)
+        /// (`awaitSlot`) This slot holds this step (the one waited for or a later one).
+        case inSlot(step: UInt64, slot: UInt32)
         /// `claim` said no: someone else fills the tensors. Nothing was written.
         case notClaimed
         /// `giveUp` said yes first. `claimed`: the tensors were claimed and may hold garbage.
@@ -337,14 +339,30 @@ public final class SharedWeightFile: @unchecked Sendable {
         guard tensors.reduce(0, { $0 + $1.count }) == elements else { return .gaveUp(claimed: false) }
         var claimed = false
         while true {
+            let outcome = awaitSlot(target, claim: { claimed || claim() }, giveUp: giveUp, work: work)
+            guard case .inSlot(let step, let slot) = outcome else { return outcome }
+            claimed = true
+            if read(step: step, slot: slot, into: tensors) { return .copied(step: step) }
+        }
+    }
+
+    /// Like ``awaitStep(_:into:claim:giveUp:work:)``, but copies nothing: returns the slot that
+    /// holds step `target` or a later one (`inSlot`), for a reader that reads the weights in
+    /// place. They stay there until the server writes that slot again, two steps on; a reader
+    /// that may still need them then must copy them first (``read(step:slot:into:)``, which
+    /// says whether they were still there).
+    public func awaitSlot(
+        _ target: UInt64, claim: () -> Bool, giveUp: () -> Bool, work: () -> Bool = { false }
+    ) -> AwaitOutcome {
+        var claimed = false
+        while true {
             let seen = lars_load_acquire32(writes)
             if let newest = newestStep(), newest.step >= target {
                 if !claimed {
                     guard claim() else { return .notClaimed }
                     claimed = true
                 }
-                if read(step: newest.step, slot: newest.slot, into: tensors) { return .copied(step: newest.step) }
-                continue
+                return .inSlot(step: newest.step, slot: newest.slot)
             }
             if giveUp() { return .gaveUp(claimed: claimed) }
             if work() { continue }

@@ -361,22 +361,30 @@ struct ClientSessionLoopbackTests {
     /// file as soon as the server writes it, without its answer: the fake server writes the
     /// slot and holds WEIGHTS_SHARED back. The answer, once let go, is dropped: it writes
     /// nothing into the buffers.
+    /// A session with `server`, which names `file` in WELCOME and holds its WEIGHTS_SHARED
+    /// answers: a streamed push of step 0, done, and the pull of step 1 that went ahead of its
+    /// PUSH_END, into `weights` set to NaN.
+    func heldSharedPull(_ server: FakeServer, file: SharedWeightFile, into weights: Buffers) async throws -> (ClientSession, NextPull) {
+        try await server.write {
+            $0.sharedFile = file
+            $0.holdSharedAnswers = true
+        }
+        let session = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
+        _ = try await session.connect()
+        let gradients = Buffers(Self.small)
+        let stream = try await session.beginPush(step: 0, sampleCount: 32, gradients: gradients.readOnly)
+        for buffer in weights.mutable { buffer.update(repeating: .nan) }
+        let pull = stream.pullNext(1, into: weights.mutable)
+        #expect(try await stream.finish(loss: 0.5) == .accepted)
+        return (session, pull)
+    }
+
     @Test func nextPullReadsTheSharedFileWithoutWaitingForTheAnswer() async throws {
         try await withServer { server in
             let file = try Self.sharedFile()
             defer { try? FileManager.default.removeItem(atPath: (file.path as NSString).deletingLastPathComponent) }
-            try await server.write {
-                $0.sharedFile = file
-                $0.holdSharedAnswers = true
-            }
-            let session = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
-            _ = try await session.connect()
-            let gradients = Buffers(Self.small)
-            let stream = try await session.beginPush(step: 0, sampleCount: 32, gradients: gradients.readOnly)
             let weights = Buffers(Self.small)
-            for buffer in weights.mutable { buffer.update(repeating: .nan) }
-            let pull = stream.pullNext(1, into: weights.mutable)
-            #expect(try await stream.finish(loss: 0.5) == .accepted)
+            let (session, pull) = try await heldSharedPull(server, file: file, into: weights)
             #expect(try await pull.step() == 1)
             #expect(weights.holdFakeWeights(step: 1))
             #expect(try await server.read { $0.order } == ["PULL_SHARED 1", "PUSH_END 0"])
@@ -387,6 +395,40 @@ struct ClientSessionLoopbackTests {
             #expect(weights.mutable.allSatisfy { $0.allSatisfy(\.isNaN) }, "the answer was copied after all")
             let counted = await session.sharedPulls()
             #expect(counted.read == 0)
+            await session.close()
+        }
+    }
+
+    /// `borrow` hands back the shared file's slot that holds the step, copying nothing: the
+    /// caller's buffers stay as they were, the answer that follows is dropped, and the slot's
+    /// values copy out (`copy(into:)`) until the server writes that slot again.
+    @Test func aBorrowedPullReadsTheSlotInPlace() async throws {
+        try await withServer { server in
+            let file = try Self.sharedFile()
+            defer { try? FileManager.default.removeItem(atPath: (file.path as NSString).deletingLastPathComponent) }
+            let weights = Buffers(Self.small)
+            let (session, pull) = try await heldSharedPull(server, file: file, into: weights)
+            let (step, shared) = try await pull.borrow()
+            #expect(step == 1)
+            let inPlace = try #require(shared, "the step came without the file")
+            #expect(inPlace.step == 1)
+            #expect(inPlace.tensors.map(\.count) == weights.mutable.map(\.count))
+            let values = inPlace.tensors.enumerated().allSatisfy { t, buffer in
+                buffer.indices.allSatisfy { buffer[$0] == FakeServer.weight(step: 1, tensor: t, element: $0) }
+            }
+            #expect(values, "the slot does not hold step 1's weights")
+            #expect(weights.mutable.allSatisfy { $0.allSatisfy(\.isNaN) }, "borrow wrote the caller's buffers")
+
+            try await server.write { $0.releaseHeldAnswers() }
+            await pull.settle()
+            #expect(weights.mutable.allSatisfy { $0.allSatisfy(\.isNaN) }, "the answer was copied after all")
+            #expect(inPlace.copy(into: weights.mutable))
+            #expect(weights.holdFakeWeights(step: 1))
+            // Two steps on, the server writes that slot again: the weights are no longer there.
+            let others = Buffers(Self.small)
+            _ = file.publish(step: 2, tensors: others.readOnly)
+            _ = file.publish(step: 3, tensors: others.readOnly)
+            #expect(!inPlace.copy(into: weights.mutable))
             await session.close()
         }
     }

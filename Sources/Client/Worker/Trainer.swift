@@ -10,8 +10,16 @@ final class Trainer {
     let network: Network
     let plan: BatchPlan
     let totalSteps: Int
-    /// The weights of the step pulled last (one buffer per layout tensor).
+    /// The weights of the step pulled last (one buffer per layout tensor), unless they are read
+    /// in place from the server's shared weight file (`inPlace`).
     let weights: FloatArena
+    /// The weights of the step pulled last, when they are read in place from the server's shared
+    /// weight file's slot (nothing copied); nil: they are in `weights`.
+    private(set) var inPlace: SharedSlotWeights?
+    /// Whether this worker may compute from the shared file's slot in place: every step waits
+    /// for every worker, so the slot cannot be written again before this worker's next push
+    /// (`NextPull.borrow`).
+    let mayReadInPlace: Bool
     /// The gradient buffers (one per layout tensor): slices of a gradient file the server
     /// reads pushes from (`ClientSession.shareGradients`), or of an arena of this process's own.
     let gradients: [UnsafeMutableBufferPointer<Float>]
@@ -92,6 +100,7 @@ final class Trainer {
         }
         totalSteps = job.totalSteps ?? job.config.steps ?? Int.max
         weights = FloatArena(layout: network.spec.layout)
+        mayReadInPlace = job.config.quorum == job.config.workers
         if let file = gradientFile, file.elements == network.spec.layout.parameterCount {
             gradients = file.tensors(inSlot: 0, counts: network.spec.layout.tensors.map(\.count))
             gradientArena = nil
@@ -216,6 +225,21 @@ final class Trainer {
         }
     }
 
+    /// Takes the weights of the step pulled last from the shared file's slot (`shared`), or
+    /// from `weights` (nil: a pull wrote them there).
+    func useWeights(_ shared: SharedSlotWeights?) {
+        inPlace = shared
+    }
+
+    /// Makes `weights` hold the weights in hand, copying them out of the shared file's slot if
+    /// they are read there. False when the server has written that slot again since: `weights`
+    /// then holds garbage and the caller pulls.
+    func ownWeights() -> Bool {
+        guard let shared = inPlace else { return true }
+        inPlace = nil
+        return shared.copy(into: weights.buffers)
+    }
+
     /// Test loss and accuracy of the weights in hand.
     func evaluate() -> (loss: Double, accuracy: Double) {
         do {
@@ -225,7 +249,7 @@ final class Trainer {
         }
     }
 
-    private var weightViews: [UnsafeBufferPointer<Float>] { weights.buffers.map { UnsafeBufferPointer($0) } }
+    private var weightViews: [UnsafeBufferPointer<Float>] { inPlace?.tensors ?? weights.buffers.map { UnsafeBufferPointer($0) } }
 }
 
 /// The row copy of one gather (`ImageDataset.gather` into one batch buffer), shared by the

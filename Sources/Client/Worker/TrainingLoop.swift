@@ -116,11 +116,21 @@ public final class TrainingLoop {
                     nextPull = nil
                     lastPull = pull
                     // While the server closes the step, this thread copies rows of the next
-                    // batch that the gatherer has not reached.
-                    step = try await pull.step(whileWaiting: { trainer.gatherSome(step: asked) })
+                    // batch that the gatherer has not reached. On the server's host the weights
+                    // are then read where the server wrote them, in its shared file, unless
+                    // steps may close without this worker.
+                    if trainer.mayReadInPlace {
+                        let pulled = try await pull.borrow(whileWaiting: { trainer.gatherSome(step: asked) })
+                        trainer.useWeights(pulled.weights)
+                        step = pulled.step
+                    } else {
+                        step = try await pull.step(whileWaiting: { trainer.gatherSome(step: asked) })
+                        trainer.useWeights(nil)
+                    }
                 } else {
                     await lastPull?.settle()
                     lastPull = nil
+                    trainer.useWeights(nil)
                     step = try await session.pull(step: asked, into: trainer.weights.buffers).step
                 }
                 timings.pull = lap()
@@ -211,6 +221,11 @@ public final class TrainingLoop {
         Self.collectEvalRequests(into: &pending, from: session)
         guard pending.contains(where: { $0 <= weightsStep }) else { return }
         pending.removeAll { $0 <= weightsStep }
+        if !trainer.ownWeights() {
+            // The server wrote the slot they were read from again (a step closed without this
+            // worker): pull them.
+            _ = try await session.pull(step: weightsStep, into: trainer.weights.buffers)
+        }
         let started = ContinuousClock.now
         let (loss, accuracy) = trainer.evaluate()
         try await session.sendEval(step: weightsStep, testLoss: loss, accuracy: accuracy, sampleCount: trainer.data.test.count)
