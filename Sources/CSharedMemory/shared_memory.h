@@ -29,7 +29,7 @@
 /// F_SEAL_SEAL): no process can cut it short, so a mapping of it never faults with SIGBUS.
 /// Returns the descriptor (close-on-exec), or -1 with errno set.
 static inline int lars_memfd_create_sealed(const char *name, int64_t size) {
-#ifdef __linux__
+#if defined(__linux__) && defined(SYS_memfd_create)
     int fd = (int)syscall(SYS_memfd_create, name, LARS_MFD_CLOEXEC | LARS_MFD_ALLOW_SEALING);
     if (fd < 0) return -1;
     int reserved = ftruncate(fd, (off_t)size) == 0 ? posix_fallocate(fd, 0, (off_t)size) : errno;

@@ -241,13 +241,14 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
 
     // MARK: Gradients in the worker's file (workers on this host)
 
-    /// Maps the gradient file a worker on this host named (a `/proc/<pid>/fd/<n>` path of its
-    /// memfd): only while shared weights are on, and only a file sealed against shrinking whose
-    /// header holds `nonce` and the layout's parameter count. Anything else is refused (the
-    /// worker then sends its gradients in PUSH_CHUNK frames) and logged.
+    /// Maps the gradient file a worker on this host named: only while shared weights are on,
+    /// only a `/proc/<pid>/fd/<n>` path (a worker's memfd; nothing else is even opened), and
+    /// only a file sealed against shrinking whose header holds `nonce` and the layout's
+    /// parameter count. Anything else is refused (the worker then sends its gradients in
+    /// PUSH_CHUNK frames) and logged.
     private func mapGradients(path: String, nonce: UInt64, elements: UInt64, coordinator: StepCoordinator) -> Bool {
         let layout = coordinator.layout
-        guard coordinator.sharedWeights != nil, elements == UInt64(layout.parameterCount) else {
+        guard coordinator.sharedWeights != nil, elements == UInt64(layout.parameterCount), Self.isDescriptorPath(path) else {
             host.logger.info("gradient file refused", metadata: ["rank": "\(rank ?? -1)", "path": "\(path)", "elements": "\(elements)"])
             return false
         }
@@ -259,6 +260,13 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
             host.logger.info("gradient file refused", metadata: ["rank": "\(rank ?? -1)", "error": "\(error)"])
             return false
         }
+    }
+
+    /// Whether `path` is `/proc/<digits>/fd/<digits>`: how a process names a descriptor of its own.
+    static func isDescriptorPath(_ path: String) -> Bool {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        func number(_ s: Substring) -> Bool { !s.isEmpty && s.count <= 10 && s.allSatisfy { $0.isASCII && $0.isNumber } }
+        return parts.count == 5 && parts[0].isEmpty && parts[1] == "proc" && number(parts[2]) && parts[3] == "fd" && number(parts[4])
     }
 
     /// PUSH_SHARED: the grid chunk is read from the worker's gradient file, through the same

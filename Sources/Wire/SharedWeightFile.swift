@@ -264,7 +264,7 @@ public final class SharedWeightFile: @unchecked Sendable {
     /// fault with SIGBUS whatever its maker does: how the server maps a worker's gradient file.
     public static func open(path: String, nonce: UInt64, elements: Int, sealed: Bool = false) throws(SharedWeightError) -> SharedWeightFile {
         try checkElements(elements, path: path)
-        let fd = openDescriptor(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0)
+        let fd = openDescriptor(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0)
         guard fd >= 0 else { throw SharedWeightError(path: path, reason: "cannot open it: \(errnoText())") }
         defer { close(fd) }
         guard !sealed || lars_is_sealed_against_shrinking(fd) != 0 else {
@@ -340,7 +340,11 @@ public final class SharedWeightFile: @unchecked Sendable {
         var claimed = false
         while true {
             let outcome = awaitSlot(target, claim: { claimed || claim() }, giveUp: giveUp, work: work)
-            guard case .inSlot(let step, let slot) = outcome else { return outcome }
+            guard case .inSlot(let step, let slot) = outcome else {
+                // After a copy that raced a newer write, the tensors are claimed (and hold garbage).
+                if claimed, case .gaveUp = outcome { return .gaveUp(claimed: true) }
+                return outcome
+            }
             claimed = true
             if read(step: step, slot: slot, into: tensors) { return .copied(step: step) }
         }
@@ -376,7 +380,11 @@ public final class SharedWeightFile: @unchecked Sendable {
         for k in 0..<Self.slotCount {
             let sequence = lars_load_acquire(sequenceWord(ofSlot: k))
             let step = lars_load_relaxed(stepWord(ofSlot: k))
-            guard sequence & 1 == 0, step != Self.emptyStep, step >= best?.step ?? 0 else { continue }
+            // The counter again after the step: unchanged, the step and the data written before
+            // that counter value go together (a reader may use the slot in place).
+            lars_fence_acquire()
+            guard sequence & 1 == 0, lars_load_relaxed(sequenceWord(ofSlot: k)) == sequence,
+                  step != Self.emptyStep, step >= best?.step ?? 0 else { continue }
             best = (step, UInt32(k))
         }
         return best

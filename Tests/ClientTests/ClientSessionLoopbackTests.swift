@@ -357,10 +357,6 @@ struct ClientSessionLoopbackTests {
         }
     }
 
-    /// With the server's shared weight file mapped, `NextPull.step()` copies the step from the
-    /// file as soon as the server writes it, without its answer: the fake server writes the
-    /// slot and holds WEIGHTS_SHARED back. The answer, once let go, is dropped: it writes
-    /// nothing into the buffers.
     /// A session with `server`, which names `file` in WELCOME and holds its WEIGHTS_SHARED
     /// answers: a streamed push of step 0, done, and the pull of step 1 that went ahead of its
     /// PUSH_END, into `weights` set to NaN.
@@ -379,6 +375,10 @@ struct ClientSessionLoopbackTests {
         return (session, pull)
     }
 
+    /// With the server's shared weight file mapped, `NextPull.step()` copies the step from the
+    /// file as soon as the server writes it, without its answer: the fake server writes the
+    /// slot and holds WEIGHTS_SHARED back. The answer, once let go, is dropped: it writes
+    /// nothing into the buffers.
     @Test func nextPullReadsTheSharedFileWithoutWaitingForTheAnswer() async throws {
         try await withServer { server in
             let file = try Self.sharedFile()

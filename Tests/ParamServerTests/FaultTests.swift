@@ -138,17 +138,33 @@ struct FaultTests {
         #expect(message3.contains("SHARED_GRADIENTS"), "\(message3)")
         #expect(raw3.waitForClose())
 
-        // Gradient files the server must not map: one that its worker could cut short under
-        // the mapping (a named file, not a sealed memfd: a SIGBUS in the server at the next
-        // read), one with another size, and a path that is not there. Each is refused; the
+        // Gradient files the server must not map: a path that is not a descriptor's
+        // (/proc/<pid>/fd/<n>; not even opened); through a descriptor, a file its worker could
+        // cut short under the mapping (a named file, not a sealed memfd: a SIGBUS in the server
+        // at the next read); a sealed file whose header is not the one offered (another
+        // nonce); another element count; a descriptor that is not there. Each is refused; the
         // connection stays, and a PUSH_SHARED on it is refused as without a file.
         let directory = try #require(h.server.coordinator?.sharedWeights.map { ($0.path as NSString).deletingLastPathComponent })
         let named = try SharedWeightFile.create(elements: h.layout.parameterCount, directory: directory)
         defer { named.remove() }
+        let descriptor = open(named.path, O_RDONLY | O_CLOEXEC)
+        #expect(descriptor >= 0)
+        defer { close(descriptor) }
+        let namedThroughDescriptor = "/proc/\(getpid())/fd/\(descriptor)"
         let sealed = try SharedWeightFile.createSealed(elements: h.layout.parameterCount)
         let raw4 = try rawRank1(h)
-        for (path, elements) in [(named.path, named.elements), (sealed.path, sealed.elements + 1), (directory + "/lars-ps-none", named.elements)] {
-            let nonce = path == sealed.path ? sealed.nonce : named.nonce
+        #expect(WorkerConnection.isDescriptorPath(namedThroughDescriptor))
+        for other in ["/proc/self/fd/3", named.path, "/proc/12/fd/3/..", "/proc/12/fd/", "//proc/12/fd/3", "/proc/1x/fd/3", "/proc/12/fd/٣"] {
+            #expect(!WorkerConnection.isDescriptorPath(other), "\(other)")
+        }
+        let offers: [(path: String, nonce: UInt64, elements: Int)] = [
+            (named.path, named.nonce, named.elements),
+            (namedThroughDescriptor, named.nonce, named.elements),
+            (sealed.path, sealed.nonce &+ 1, sealed.elements),
+            (sealed.path, sealed.nonce, sealed.elements + 1),
+            ("/proc/\(getpid())/fd/999999", sealed.nonce, sealed.elements),
+        ]
+        for (path, nonce, elements) in offers {
             try raw4.send(.sharedGradients(nonce: nonce, elements: UInt64(elements), path: path))
             guard case .sharedGradientsAnswer(let accepted) = raw4.receive(until: { if case .sharedGradientsAnswer = $0 { true } else { false } }) else {
                 Issue.record("no SHARED_GRADIENTS_ANSWER for \(path)")

@@ -173,8 +173,10 @@ import Testing
     @Test func aSealedFileCannotBeCutShortAndOnlySuchFilesOpenAsSealed() throws {
         let sealed = try SharedWeightFile.createSealed(elements: 1004)
         #expect(sealed.path.hasPrefix("/proc/\(getpid())/fd/"))
-        #expect(truncate(sealed.path, 4096) == -1 && errno == EPERM, "a sealed file was cut short")
-        #expect(truncate(sealed.path, 1 << 24) == -1 && errno == EPERM, "a sealed file grew")
+        let shrunk = truncate(sealed.path, 4096), shrinkError = errno
+        #expect(shrunk == -1 && shrinkError == EPERM, "a sealed file was cut short")
+        let grown = truncate(sealed.path, 1 << 24), growError = errno
+        #expect(grown == -1 && growError == EPERM, "a sealed file grew")
         let mapped = try SharedWeightFile.open(path: sealed.path, nonce: sealed.nonce, elements: 1004, sealed: true)
         let values = Self.tensors(seed: 3)
         for (k, t) in sealed.tensors(inSlot: 0, counts: [3, 1, 1000]).enumerated() { _ = t.update(fromContentsOf: values[k]) }

@@ -134,13 +134,13 @@ public final class TrainingLoop {
                     step = try await session.pull(step: asked, into: trainer.weights.buffers).step
                 }
                 timings.pull = lap()
-                try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step)
+                try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step, lastPull: lastPull)
                 if step >= trainer.totalSteps {
                     // Every step ran: answer the final EVAL_REQUEST, then wait for BYE (or a
                     // reconnect to a server that came back at an earlier step).
                     reconnectsSeen = watch.latestReconnect.count
                     while !watch.hasEnded {
-                        try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step)
+                        try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step, lastPull: lastPull)
                         let r = watch.latestReconnect
                         if r.count > reconnectsSeen {
                             reconnectsSeen = r.count
@@ -193,7 +193,7 @@ public final class TrainingLoop {
                 stats?.append(timings)
                 progress.record(step: step, loss: loss, timings: timings)
                 if evaluationDue {
-                    try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step)
+                    try await answerEvals(&pendingEvals, session: session, trainer: trainer, weightsStep: step, lastPull: lastPull)
                 }
                 switch result {
                 case .accepted: step += 1
@@ -214,17 +214,22 @@ public final class TrainingLoop {
     }
 
     /// Evaluates the weights in hand (those of `weightsStep`) for every request up to that
-    /// step and sends EVAL; requests for later steps wait.
+    /// step and sends EVAL; requests for later steps wait. `lastPull`: the pull that brought
+    /// them, if it may still be under way.
     private func answerEvals(
-        _ pending: inout [Int], session: ClientSession, trainer: Trainer, weightsStep: Int
+        _ pending: inout [Int], session: ClientSession, trainer: Trainer, weightsStep: Int, lastPull: NextPull?
     ) async throws(ClientError) {
         Self.collectEvalRequests(into: &pending, from: session)
         guard pending.contains(where: { $0 <= weightsStep }) else { return }
         pending.removeAll { $0 <= weightsStep }
+        var weightsStep = weightsStep
         if !trainer.ownWeights() {
-            // The server wrote the slot they were read from again (a step closed without this
-            // worker): pull them.
-            _ = try await session.pull(step: weightsStep, into: trainer.weights.buffers)
+            // The server wrote the slot they were read from again, which it does only after a
+            // step closed without this worker (`Trainer.mayReadInPlace` rules that out): pull
+            // the server's weights and evaluate those.
+            await lastPull?.settle()
+            weightsStep = try await session.pull(step: weightsStep, into: trainer.weights.buffers).step
+            logger.warning("the shared weights moved on before the evaluation", metadata: ["evaluated_step": "\(weightsStep)"])
         }
         let started = ContinuousClock.now
         let (loss, accuracy) = trainer.evaluate()
