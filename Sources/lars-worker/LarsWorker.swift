@@ -21,7 +21,7 @@ struct LarsWorker: AsyncParsableCommand {
     @Option(name: .customLong("reconnect-timeout"), help: "Seconds to keep trying to reach the server.") var reconnectTimeout = 60.0
     @Option(name: .customLong("data-dir"), help: "Directory of the data set's IDX files (default: the job's).") var dataDir: String?
     @Option(name: .customLong("progress-every"), help: "A progress line on stderr every this many steps (0: none).") var progressEvery = 10
-    @Flag(inversion: .prefixedNo, help: "On the server's host, pull through its shared weight file (/dev/shm) and push through a gradient file beside it; --no-shared-weights: always over TCP.")
+    @Flag(inversion: .prefixedNo, help: "On the server's host, pull through its shared weight file (/dev/shm) and push through a sealed gradient file (a memfd) that the server maps; --no-shared-weights: always over TCP.")
     var sharedWeights = true
     @Option(name: .customLong("stats-file"), help: "Append one JSON line of step timings per step to this file.") var statsFile: String?
 
