@@ -123,15 +123,30 @@ public final class ClientSession: Sendable {
     public nonisolated(nonsending) func push(
         step: Int, sampleCount: Int, loss: Double, gradients: [UnsafeBufferPointer<Float>]
     ) async throws(ClientError) -> PushResult {
+        try await push(step: step, sampleCount: sampleCount, loss: loss, gradients: gradients, reconnected: false)
+    }
+
+    /// `push`, told whether the connection was lost since the push began. On a connection made
+    /// after such a loss, a server behind `step` (restarted from an earlier checkpoint, or from
+    /// the start) cannot take the push: it answers ``PushResult/stepClosed(current:)`` with the
+    /// server's step, and the worker goes on from there.
+    nonisolated(nonsending) func push(
+        step: Int, sampleCount: Int, loss: Double, gradients: [UnsafeBufferPointer<Float>], reconnected: Bool
+    ) async throws(ClientError) -> PushResult {
         let (ranges, box) = try await pushInputs(gradients)
         let samples = UInt32(clamping: max(sampleCount, 0))
+        var reconnected = reconnected
         while true {
             let connection = try await core.liveConnection()
+            if reconnected, let current = await core.info?.currentStep, current < step {
+                return .stepClosed(current: current)
+            }
             do {
                 return try await connection.push(
                     step: UInt64(max(step, 0)), sampleCount: samples, loss: loss, gradients: box, ranges: ranges)
             } catch {
                 try await core.recover(from: error, on: connection)
+                reconnected = true
             }
         }
     }
@@ -317,7 +332,7 @@ public final class StreamingPush: @unchecked Sendable {
         } catch {
             try await session.recover(from: error, on: connection)
         }
-        return try await session.push(step: step, sampleCount: sampleCount, loss: loss, gradients: gradients)
+        return try await session.push(step: step, sampleCount: sampleCount, loss: loss, gradients: gradients, reconnected: true)
     }
 }
 

@@ -459,6 +459,32 @@ struct ClientSessionLoopbackTests {
         }
     }
 
+    /// A streamed push cut off by a server that comes back at an earlier step (restarted from
+    /// an older checkpoint, or from the start), after the pull of the next step, sent ahead of
+    /// PUSH_END, has already brought that server's step on the new connection: the push is not
+    /// sent again, which that server would refuse (ending the session), and `finish` answers
+    /// `stepClosed` with the server's step instead.
+    @Test func aPushCutOffByAServerThatCameBackEarlierIsNotSentAgain() async throws {
+        try await withServer(layout: Self.big, chunkElements: 65_536) { server in
+            try await server.write { $0.step = 7 }
+            let session = ClientSession(host: "127.0.0.1", port: server.port, options: Self.options())
+            _ = try await session.connect()
+            let gradients = Buffers(Self.big), weights = Buffers(Self.big)
+            try await server.write {
+                $0.step = 3   // what the next WELCOME says
+                $0.dropOnPullAhead = true   // the server goes away at the PULL of step 8
+            }
+            let stream = try await session.beginPush(step: 7, sampleCount: 32, gradients: gradients.readOnly)
+            let next = stream.pullNext(8, into: weights.mutable)
+            #expect(try await next.step() == 3, "the pull on the new connection asks for the server's step")
+            #expect(try await stream.finish(loss: 1.5) == .stepClosed(current: 3))
+            #expect(try await server.read { $0.drops } == 1)
+            #expect(try await server.read { $0.hellos.count } == 2, "no reconnect")
+            #expect(try await server.read { $0.pushEnds.isEmpty }, "the push went again to a server at an earlier step")
+            await session.close()
+        }
+    }
+
     /// A connection lost while waiting for the next step: the server is still at the step this
     /// worker pushed, so the pull answers that step (the worker computes and pushes it again).
     @Test func aPullAfterAReconnectAsksForTheServersStep() async throws {
