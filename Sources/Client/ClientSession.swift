@@ -372,22 +372,9 @@ public struct NextPull: Sendable {
     /// is written it calls `work` instead of sleeping, as long as that says more is left (one
     /// small piece per call).
     public func step(whileWaiting work: () -> Bool = { false }) async throws -> Int {
-        if let file, let claim {
-            let outcome = file.awaitStep(
-                UInt64(max(target, 0)), into: buffers.tensors, claim: { claim.take(by: .reader) },
-                giveUp: { claim.hasEnded || claim.takenByReceiver }, work: work)
-            switch outcome {
-            case .copied(let step):
-                return Int(step)
-            case .notClaimed, .gaveUp(claimed: false), .inSlot:   // awaitStep copies: never inSlot
-                break
-            case .gaveUp(claimed: true):
-                // Claimed, but no copy held: the answer was dropped, so pull again.
-                await settle()
-                return try await session.pull(step: target, into: buffers.tensors).step
-            }
-        }
-        return try await task.value.step
+        try await take { file, target, claim, giveUp in
+            file.awaitStep(target, into: buffers.tensors, claim: claim, giveUp: giveUp, work: work)
+        }.step
     }
 
     /// Like ``step(whileWaiting:)``, but on the server's host it copies nothing: it returns the
@@ -402,15 +389,25 @@ public struct NextPull: Sendable {
     /// push. Otherwise (or to keep them longer) it copies them out first
     /// (``SharedSlotWeights/copy(into:)``).
     public func borrow(whileWaiting work: () -> Bool = { false }) async throws -> (step: Int, weights: SharedSlotWeights?) {
+        try await take { file, target, claim, giveUp in
+            file.awaitSlot(target, claim: claim, giveUp: giveUp, work: work)
+        }
+    }
+
+    /// The step through the shared weight file, if mapped: `wait` waits on it with this pull's
+    /// claim (`copied`: the step is in the buffers; `inSlot`: it is read in place), else through
+    /// the answer. A claim taken with nothing in hand (the answer was dropped) pulls again.
+    private func take(
+        _ wait: (SharedWeightFile, _ target: UInt64, _ claim: () -> Bool, _ giveUp: () -> Bool) -> SharedWeightFile.AwaitOutcome
+    ) async throws -> (step: Int, weights: SharedSlotWeights?) {
         if let file, let claim {
-            let outcome = file.awaitSlot(
-                UInt64(max(target, 0)), claim: { claim.take(by: .reader) },
-                giveUp: { claim.hasEnded || claim.takenByReceiver }, work: work)
-            switch outcome {
+            switch wait(file, UInt64(max(target, 0)), { claim.take(by: .reader) }, { claim.hasEnded || claim.takenByReceiver }) {
+            case .copied(let step):
+                return (Int(step), nil)
             case .inSlot(let step, let slot):
                 let tensors = file.tensors(inSlot: Int(slot), counts: buffers.tensors.map(\.count)).map { UnsafeBufferPointer($0) }
                 return (Int(step), SharedSlotWeights(step: Int(step), slot: slot, file: file, tensors: tensors))
-            case .copied, .notClaimed, .gaveUp(claimed: false):
+            case .notClaimed, .gaveUp(claimed: false):
                 break
             case .gaveUp(claimed: true):
                 await settle()
