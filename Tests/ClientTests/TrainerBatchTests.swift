@@ -1,5 +1,6 @@
 import Core
 import Foundation
+import Synchronization
 import Testing
 import Wire
 
@@ -106,6 +107,18 @@ struct TrainerBatchTests {
             try Self.expectMatches(step: step, trainer: trainer, data: data)
         }
     }
+
+    /// A gather asked to wait before it starts (as the next step's does) does not hold up a
+    /// step that needs the batch sooner: the training thread copies it, the next prefetch and
+    /// the trainer's end cut the wait short, and every step gets its own slice.
+    @Test func aDelayedGatherNeededEarlyIsCopiedAndStaysExact() throws {
+        let (trainer, data) = try Self.trainer()
+        for step in 0..<4 {
+            trainer.prefetch(step: step, after: .seconds(600))
+            _ = trainer.awaitBatch(step: step)
+            try Self.expectMatches(step: step, trainer: trainer, data: data)
+        }
+    }
 }
 
 /// Threads that spin at normal priority until stopped.
@@ -162,6 +175,30 @@ struct BatchGathererTests {
             if !shouldStop() { finished.signal() }
         }
         finished.wait()
+        #expect(gatherer.wait(upTo: .seconds(10)))
+    }
+
+    /// A job submitted with a delay starts no sooner, and counts as running meanwhile; one
+    /// abandoned while it waits starts at once and is told to stop.
+    @Test func aDelayedJobWaitsUnlessAbandoned() {
+        let gatherer = BatchGatherer()
+        defer { gatherer.stop() }
+        let submitted = ContinuousClock.now
+        let started = Mutex<ContinuousClock.Instant?>(nil)
+        gatherer.submit(after: .milliseconds(100)) { _ in started.withLock { $0 = ContinuousClock.now } }
+        #expect(!gatherer.isIdle)
+        #expect(gatherer.wait(upTo: .seconds(10)))
+        let waited = started.withLock { $0 }.map { submitted.duration(to: $0) }
+        #expect(waited != nil && waited! >= .milliseconds(100), "started after \(String(describing: waited))")
+
+        let sawStop = DispatchSemaphore(value: 0)
+        let abandonedAt = ContinuousClock.now
+        gatherer.submit(after: .seconds(600)) { shouldStop in
+            if shouldStop() { sawStop.signal() }
+        }
+        gatherer.abandon()
+        sawStop.wait()
+        #expect(abandonedAt.duration(to: .now) < .seconds(10))
         #expect(gatherer.wait(upTo: .seconds(10)))
     }
 

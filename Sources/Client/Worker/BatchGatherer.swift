@@ -25,8 +25,9 @@ final class BatchGatherer: @unchecked Sendable {
     typealias Job = @Sendable (_ shouldStop: () -> Bool) -> Void
 
     private let condition = NSCondition()
-    /// The job submitted and not started yet.
+    /// The job submitted and not started yet, and when it may start.
     private var job: Job?
+    private var jobStart = ContinuousClock.now
     /// Whether the thread is running a job.
     private var running = false
     private var working: Bool { running || job != nil }
@@ -69,12 +70,14 @@ final class BatchGatherer: @unchecked Sendable {
         condition.withLock { job == nil }
     }
 
-    /// Starts `work` on the gatherer thread, after the job it is running, if any. No other job
-    /// may be waiting to start.
-    func submit(_ work: @escaping Job) {
+    /// Starts `work` on the gatherer thread, after the job it is running, if any, and not before
+    /// `delay` has passed. The job counts as running meanwhile; `abandon`, `stop` or the next
+    /// `submit` cut the wait short. No other job may be waiting to start.
+    func submit(after delay: Duration = .zero, _ work: @escaping Job) {
         condition.lock()
         precondition(job == nil, "BatchGatherer.submit while a job waits to start")
         job = work
+        jobStart = ContinuousClock.now + delay
         abandoned = false
         condition.broadcast()
         condition.unlock()
@@ -111,7 +114,10 @@ final class BatchGatherer: @unchecked Sendable {
     /// Tells the running job to stop at its next check; returns at once. The gatherer is busy
     /// until the job has returned (`isIdle`).
     func abandon() {
-        condition.withLock { abandoned = true }
+        condition.withLock {
+            abandoned = true
+            condition.broadcast()
+        }
     }
 
     /// Lets the thread end once its job, if any, is done (an unstarted job is dropped).
@@ -135,6 +141,12 @@ final class BatchGatherer: @unchecked Sendable {
             }
             job = nil
             running = true
+            let start = jobStart
+            while !abandoned && !stopping && job == nil {
+                let left = ContinuousClock.now.duration(to: start)
+                guard left > .zero else { break }
+                _ = condition.wait(until: Date(timeIntervalSinceNow: left.seconds))
+            }
             condition.unlock()
             work { [self] in condition.withLock { abandoned } }
             condition.lock()

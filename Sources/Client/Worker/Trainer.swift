@@ -45,6 +45,10 @@ final class Trainer {
     /// How long the training thread waits for a gather in progress before it copies the batch
     /// itself (the copy takes about 4 ms for 4,096 images).
     var gatherPatience: Duration = .milliseconds(2)
+    /// The last forward/backward's duration: the next batch's gather starts a twentieth of it
+    /// (at most `gatherDelayLimit`) after the forward pass (`computeGradient`).
+    private var lastCompute: Duration = .zero
+    static let gatherDelayLimit: Duration = .milliseconds(10)
 
     /// One step's samples, gathered.
     final class Batch {
@@ -125,7 +129,7 @@ final class Trainer {
     /// buffer holds them or is being filled with them. A gather for another step (after a
     /// reconnect) is abandoned; while it winds down (unless every row of it was already
     /// copied) nothing new starts, and `awaitBatch` copies.
-    func prefetch(step: Int) {
+    func prefetch(step: Int, after delay: Duration = .zero) {
         guard step < totalSteps, !batches.contains(where: { $0.step == step }), gathering?.step != step else { return }
         abandonGather()
         // The gatherer may still be in a job this thread finished for it (it has nothing left
@@ -135,7 +139,7 @@ final class Trainer {
         let (target, rows) = rowCopy(step: step)
         gathering = (target, step, rows.count, rows)
         submitted = rows
-        gatherer.submit { shouldStop in rows.copy(until: shouldStop) }
+        gatherer.submit(after: delay) { shouldStop in rows.copy(until: shouldStop) }
     }
 
     /// Makes sure step `step`'s samples are in a batch buffer. If the gatherer is on them, this
@@ -210,12 +214,17 @@ final class Trainer {
     ) -> (loss: Double, count: Int)? {
         _ = awaitBatch(step: step)
         busy = batches.firstIndex { $0.step == step }!
-        prefetch(step: step + 1)
+        // The next batch is not needed until this forward/backward ends. Its gather waits a
+        // little, so that it does not take a core in the first milliseconds of the step, when
+        // the server, the other workers and a worker that closed the step still need them.
+        prefetch(step: step + 1, after: min(Self.gatherDelayLimit, lastCompute / 20))
         let batch = batches[busy]
+        let started = ContinuousClock.now
         do {
             let loss = try network.lossAndGradient(
                 weights: weightViews, images: UnsafeBufferPointer(batch.images), labels: UnsafeBufferPointer(batch.labels),
                 count: batch.count, gradients: gradients, shouldStop: shouldStop, gradientsFinal: gradientsFinal).loss
+            lastCompute = ContinuousClock.now - started
             return (loss, batch.count)
         } catch .stopped {
             return nil
