@@ -1,3 +1,4 @@
+import CPrefetch
 /// Labelled images in memory, ready for a network: `count` rows of `rows x columns` Float32
 /// pixels (row-major `[count, rows * columns]`, already normalized) and one class index each.
 public struct ImageDataset: Sendable {
@@ -115,7 +116,11 @@ public struct ImageDataset: Sendable {
     }
 
     /// Copies the samples at `indices`, in order, into the front of `images` and `labels`
-    /// (a worker's batch, e.g. from `BatchPlan.slice`), one row copy per sample. Asks
+    /// (a worker's batch, e.g. from `BatchPlan.slice`), one row copy per sample, with
+    /// non-temporal stores: a batch is read a forward/backward later, by which time it would have
+    /// left the caches anyway, and streaming it neither reads the lines first nor evicts the
+    /// other thread's working set (a two-worker job's non-peer overhead share 0.0107 -> 0.0083,
+    /// five alternating pairs, docs/performance.md, worker, session 12). Asks
     /// `shouldStop` every 64 rows and returns early, the batch left partial, when it says true
     /// (a copy on another thread that its owner gave up on).
     public func gather(
@@ -126,9 +131,12 @@ public struct ImageDataset: Sendable {
         let f = featureCount
         self.images.withUnsafeBufferPointer { src in
             self.labels.withUnsafeBufferPointer { y in
+                // The fence makes the streamed rows visible before whatever the caller does next
+                // (a gatherer thread publishes the rows it copied with an atomic store).
+                defer { lars_store_fence() }
                 for (k, i) in indices.enumerated() {
                     if k % 64 == 0 && shouldStop() { return }
-                    (images.baseAddress! + k * f).update(from: src.baseAddress! + i * f, count: f)
+                    lars_stream_copy(images.baseAddress! + k * f, src.baseAddress! + i * f, UInt(f * 4))
                     labels[k] = y[i]
                 }
             }

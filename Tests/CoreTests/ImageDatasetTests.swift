@@ -1,3 +1,4 @@
+import CPrefetch
 import Foundation
 import Testing
 @testable import Core
@@ -94,5 +95,29 @@ import Testing
         }
         #expect(labels == [set.labels[7], set.labels[2], set.labels[19]])
         #expect(images == Array(set.images[28..<32] + set.images[8..<12] + set.images[76..<80]))
+    }
+
+    /// The streaming copy under the gather: every start alignment of the destination, lengths
+    /// around its 16-byte alignment and 64-byte steps, and the bytes around the target untouched.
+    @Test func streamingCopyCopiesExactlyTheBytesAsked() {
+        var source = [UInt8](repeating: 0, count: 400)
+        var g = SplitMix64(seed: 9)
+        for i in source.indices { source[i] = UInt8(truncatingIfNeeded: g.next()) }
+        var failures: [String] = []
+        for offset in 0..<16 {
+            for length in [0, 1, 15, 16, 17, 63, 64, 65, 100, 127, 128, 129, 200, 333] {
+                var target = [UInt8](repeating: 0xAB, count: 400 + 32)
+                target.withUnsafeMutableBytes { t in
+                    source.withUnsafeBytes { s in
+                        lars_stream_copy(t.baseAddress! + offset, s.baseAddress! + 3, UInt(length))
+                    }
+                }
+                lars_store_fence()
+                let copied = Array(target[offset..<(offset + length)]) == Array(source[3..<(3 + length)])
+                let around = target[..<offset].allSatisfy { $0 == 0xAB } && target[(offset + length)...].allSatisfy { $0 == 0xAB }
+                if !copied || !around { failures.append("offset \(offset) length \(length)") }
+            }
+        }
+        #expect(failures.isEmpty, "wrong copies: \(failures)")
     }
 }
