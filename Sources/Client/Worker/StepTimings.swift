@@ -16,6 +16,9 @@ struct StepTimings {
     var gather = 0.0
     /// Network.lossAndGradient.
     var compute = 0.0
+    /// The CPU time the training thread spent in it: `compute` less the time other threads
+    /// had its core (or it waited for the gatherer's block, see `Trainer.awaitBatch`).
+    var computeCPU = 0.0
     /// From the end of forward/backward until the server has read the push (PUSH_BEGIN and
     /// the later layers' chunks left during backward; what remains goes now).
     var push = 0.0
@@ -24,8 +27,15 @@ struct StepTimings {
     var wall: Double { pull + compute + push }
 
     var jsonLine: String {
-        String(format: #"{"step":%d,"start":%.6f,"samples":%d,"pull_s":%.6f,"gather_s":%.6f,"compute_s":%.6f,"push_s":%.6f,"wall_s":%.6f}"#,
-               step, start, samples, pull, gather, compute, push, wall) + "\n"
+        String(format: #"{"step":%d,"start":%.6f,"samples":%d,"pull_s":%.6f,"gather_s":%.6f,"compute_s":%.6f,"compute_cpu_s":%.6f,"push_s":%.6f,"wall_s":%.6f}"#,
+               step, start, samples, pull, gather, compute, computeCPU, push, wall) + "\n"
+    }
+
+    /// CPU seconds the calling thread has used.
+    static func threadCPUSeconds() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
     }
 }
 

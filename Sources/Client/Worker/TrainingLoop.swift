@@ -165,9 +165,11 @@ public final class TrainingLoop {
                 let stream = try await session.beginPush(
                     step: step, sampleCount: trainer.batchCount(step: step), gradients: gradients.buffers)
                 timings.pull += lap()
+                let cpuBefore = StepTimings.threadCPUSeconds()   // forward/backward never suspends: one thread
                 let computed = trainer.computeGradient(
                     step: step, shouldStop: { stream.isClosed }, gradientsFinal: { stream.release(tensors: $0) })
                 timings.compute = lap()
+                timings.computeCPU = StepTimings.threadCPUSeconds() - cpuBefore
                 guard let (loss, n) = computed else {
                     // The step closed without this worker (a backup worker, K < N): it stops
                     // computing at once and goes on with the server's step.
