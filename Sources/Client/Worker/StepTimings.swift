@@ -16,8 +16,8 @@ struct StepTimings {
     var gather = 0.0
     /// Network.lossAndGradient.
     var compute = 0.0
-    /// The CPU time the training thread spent in it: `compute` less the time other threads
-    /// had its core (or it waited for the gatherer's block, see `Trainer.awaitBatch`).
+    /// The CPU time the training thread spent in it: `compute` less the time the thread was off
+    /// its core (other threads running there).
     var computeCPU = 0.0
     /// From the end of forward/backward until the server has read the push (PUSH_BEGIN and
     /// the later layers' chunks left during backward; what remains goes now).
