@@ -17,28 +17,11 @@ enum AccumulatorKernels {
         var poison: Float = 0
         switch dtype {
         case .float32:
-            let s = V(repeating: factor)
             let out = UnsafeMutableRawPointer(dst)
-            let vecEnd = n - n % stride
-            var z0 = V(), z1 = V()
-            var i = 0
-            while i < vecEnd {
-                let o = i &* 4
-                let a = src.loadUnaligned(fromByteOffset: o, as: V.self) * s
-                let b = src.loadUnaligned(fromByteOffset: o &+ vbytes, as: V.self) * s
-                out.storeBytes(of: a, toByteOffset: o, as: V.self)
-                out.storeBytes(of: b, toByteOffset: o &+ vbytes, as: V.self)
-                // x * 0 is 0 for finite x and NaN otherwise: one multiply-add flags the chunk.
-                z0 += a * V()
-                z1 += b * V()
-                i &+= stride
-            }
-            poison = (z0 + z1).sum()
-            while i < n {
-                let x = src.loadUnaligned(fromByteOffset: i &* 4, as: Float.self) * factor
+            return scaledPass(src, by: factor, count: n) { o, x in
+                out.storeBytes(of: x, toByteOffset: o, as: V.self)
+            } one: { i, x in
                 dst[i] = x
-                poison += x * 0
-                i += 1
             }
         case .bfloat16:
             for i in 0..<n {
@@ -54,6 +37,50 @@ enum AccumulatorKernels {
                 dst[i] = x
                 poison += x * 0
             }
+        }
+        return poison == 0
+    }
+
+    /// acc[i] += scale * x[i] for `count` Float32 elements at `src` (any alignment): the same
+    /// operations as `scale` into a staging buffer, then `add`, so the same bits, in one pass.
+    /// Reads 8 bytes, writes 4 per element. Returns false if any product is NaN or infinite.
+    static func addScaled(_ src: UnsafeRawPointer, by factor: Float, into acc: UnsafeMutablePointer<Float>, count n: Int) -> Bool {
+        let pa = UnsafeMutableRawPointer(acc)
+        return scaledPass(src, by: factor, count: n) { o, x in
+            pa.storeBytes(of: pa.loadUnaligned(fromByteOffset: o, as: V.self) + x, toByteOffset: o, as: V.self)
+        } one: { i, x in
+            acc[i] += x
+        }
+    }
+
+    /// The pass `scale` (Float32) and `addScaled` share: factor * x for `count` Float32 elements
+    /// at `src`, handed to `put` (byte offset, two vectors per iteration, in order) and then
+    /// `one` (the tail, element by element); returns false if any product is NaN or infinite.
+    @inline(__always)
+    private static func scaledPass(
+        _ src: UnsafeRawPointer, by factor: Float, count n: Int, put: (_ byteOffset: Int, V) -> Void, one: (_ index: Int, Float) -> Void
+    ) -> Bool {
+        let s = V(repeating: factor)
+        let vecEnd = n - n % stride
+        var z0 = V(), z1 = V()
+        var i = 0
+        while i < vecEnd {
+            let o = i &* 4
+            let a = src.loadUnaligned(fromByteOffset: o, as: V.self) * s
+            let b = src.loadUnaligned(fromByteOffset: o &+ vbytes, as: V.self) * s
+            put(o, a)
+            put(o &+ vbytes, b)
+            // x * 0 is 0 for finite x and NaN otherwise: one multiply-add flags the chunk.
+            z0 += a * V()
+            z1 += b * V()
+            i &+= stride
+        }
+        var poison = (z0 + z1).sum()
+        while i < n {
+            let x = src.loadUnaligned(fromByteOffset: i &* 4, as: Float.self) * factor
+            one(i, x)
+            poison += x * 0
+            i += 1
         }
         return poison == 0
     }
@@ -84,7 +111,10 @@ enum AccumulatorKernels {
     /// chunks reproduces the optimizer's own norm bit for bit). Reads and writes 4 bytes.
     static func mean(_ acc: UnsafeMutablePointer<Float>, count n: Int, total: Float, running: Double) -> Double {
         var sum = running
-        meanPass(acc, adding: nil, count: n, total: total) { sum += $0 }
+        let pa = UnsafeRawPointer(acc)
+        meanPass(acc, count: n, total: total, load: { pa.loadUnaligned(fromByteOffset: $0, as: V.self) }, loadOne: { acc[$0] }) {
+            sum += $0
+        }
         return sum
     }
 
@@ -100,11 +130,55 @@ enum AccumulatorKernels {
         terms: UnsafeMutablePointer<Double>
     ) -> Int {
         var written = 0
-        meanPass(acc, adding: x, count: n, total: total) { term in
+        let pa = UnsafeRawPointer(acc)
+        if let x {
+            let px = UnsafeRawPointer(x)
+            meanPass(
+                acc, count: n, total: total,
+                load: { pa.loadUnaligned(fromByteOffset: $0, as: V.self) + px.loadUnaligned(fromByteOffset: $0, as: V.self) },
+                loadOne: { acc[$0] + x[$0] }
+            ) { term in
+                terms[written] = term
+                written += 1
+            }
+        } else {
+            meanPass(acc, count: n, total: total, load: { pa.loadUnaligned(fromByteOffset: $0, as: V.self) }, loadOne: { acc[$0] }) { term in
+                terms[written] = term
+                written += 1
+            }
+        }
+        return written
+    }
+
+    /// `finalize` adding `factor * x[i]` for Float32 elements at `src` (any alignment) as it goes:
+    /// the same operations as `scale` into a staging buffer, then `finalize`, so the same bits,
+    /// in one pass. Returns the terms written and whether every product was finite. Reads 8
+    /// bytes and writes 4 per element.
+    static func finalizeScaled(
+        _ acc: UnsafeMutablePointer<Float>, adding src: UnsafeRawPointer, by factor: Float, count n: Int, total: Float,
+        terms: UnsafeMutablePointer<Double>
+    ) -> (written: Int, finite: Bool) {
+        var written = 0
+        let pa = UnsafeRawPointer(acc)
+        let s = V(repeating: factor)
+        var z = V(), poison: Float = 0
+        meanPass(
+            acc, count: n, total: total,
+            load: { o in
+                let x = src.loadUnaligned(fromByteOffset: o, as: V.self) * s
+                z += x * V()
+                return pa.loadUnaligned(fromByteOffset: o, as: V.self) + x
+            },
+            loadOne: { i in
+                let x = src.loadUnaligned(fromByteOffset: i &* 4, as: Float.self) * factor
+                poison += x * 0
+                return acc[i] + x
+            }
+        ) { term in
             terms[written] = term
             written += 1
         }
-        return written
+        return (written, z.sum() + poison == 0)
     }
 
     /// The pass `mean` and `finalize` share: acc[i] = (acc[i] + x[i]) / total (without `x`,
@@ -112,18 +186,13 @@ enum AccumulatorKernels {
     /// they are summed: one Double per block of `block` elements, then one per tail element.
     @inline(__always)
     private static func meanPass(
-        _ acc: UnsafeMutablePointer<Float>, adding x: UnsafePointer<Float>?, count n: Int, total: Float,
-        term: (Double) -> Void
+        _ acc: UnsafeMutablePointer<Float>, count n: Int, total: Float,
+        load: (_ byteOffset: Int) -> V, loadOne: (_ index: Int) -> Float, term: (Double) -> Void
     ) {
         let pa = UnsafeMutableRawPointer(acc)
         let d = V(repeating: total)
         let vecEnd = n - n % stride
         var start = 0
-        @inline(__always) func load(_ o: Int) -> V {
-            let a = pa.loadUnaligned(fromByteOffset: o, as: V.self)
-            guard let x else { return a }
-            return a + UnsafeRawPointer(x).loadUnaligned(fromByteOffset: o, as: V.self)
-        }
         while start < vecEnd {
             let end = min(start + block, vecEnd)
             var a0 = V(), a1 = V()
@@ -142,7 +211,7 @@ enum AccumulatorKernels {
             start = end
         }
         for i in vecEnd..<n {
-            let v = (x.map { acc[i] + $0[i] } ?? acc[i]) / total
+            let v = loadOne(i) / total
             acc[i] = v
             term(Double(v) * Double(v))
         }

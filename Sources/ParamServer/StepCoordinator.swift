@@ -315,34 +315,62 @@ final class StepCoordinator: @unchecked Sendable {
     }
 
     /// Adds a complete, staged chunk (already scaled by the rank's sample count).
-    func commitChunk(rank: Int, step pushStep: Int, index: Int, staged: UnsafePointer<Float>, finite: Bool) {
+    /// A pushed chunk's values: already scaled by the rank's sample count into a staging buffer
+    /// (PUSH_CHUNK; `finite` says whether every value was), or Float32 values in a worker's
+    /// mapped gradient file, scaled by `factor` on the way into the accumulator (PUSH_SHARED),
+    /// with the same operations in the same order, so the same bits.
+    enum ChunkValues {
+        case staged(UnsafePointer<Float>, finite: Bool)
+        case mapped(UnsafeRawPointer, factor: Float)
+    }
+
+    func commitChunk(rank: Int, step pushStep: Int, index: Int, values: ChunkValues) {
         guard needsChunk(rank: rank, step: pushStep, index: index), let n = began[rank] else { return }
         let range = grid.ranges[index]
         let tensor = Int(range.tensor)
         let count = Int(range.count)
-        if !finite && poison == nil {
-            poison = (rank, layout.tensors[tensor].name)
-            telemetry.rejected(.nonFinite)
-        }
+        var finite = true
+        if case .staged(_, let f) = values { finite = f }
         if options.deterministic {
             if rankBuffers[rank] == nil { rankBuffers[rank] = FloatArena(layout: layout) }
             let dst = rankBuffers[rank]!.buffers[tensor].baseAddress! + Int(range.offset)
-            dst.update(from: staged, count: count)
+            switch values {
+            case .staged(let staged, _): dst.update(from: staged, count: count)
+            case .mapped(let source, let factor):
+                finite = AccumulatorKernels.scale(source, dtype: .float32, count: count, by: factor, into: dst)
+            }
         } else {
             let dst = accumulator.buffers[tensor].baseAddress! + Int(range.offset)
             // The job's last rank to add this chunk turns it into the mean right away, so the
             // close has no pass over it (and the mean overlaps the chunks still arriving).
             let last = addedBy[index].lazy.filter { $0 }.count + 1 == job.workers
             let first = chunkSamples[index] == 0
-            if first { dst.update(from: staged, count: count) }
-            if last {
-                termCount[index] = AccumulatorKernels.finalize(
-                    dst, adding: first ? nil : staged, count: count, total: Float(chunkSamples[index] + n),
-                    terms: finalTerms + termOffset[index])
-                finalized[index] = true
-            } else if !first {
-                AccumulatorKernels.add(staged, into: dst, count: count)
+            let total = Float(chunkSamples[index] + n)
+            let terms = finalTerms + termOffset[index]
+            switch values {
+            case .staged(let staged, _):
+                if first { dst.update(from: staged, count: count) }
+                if last {
+                    termCount[index] = AccumulatorKernels.finalize(dst, adding: first ? nil : staged, count: count, total: total, terms: terms)
+                } else if !first {
+                    AccumulatorKernels.add(staged, into: dst, count: count)
+                }
+            case .mapped(let source, let factor):
+                if first {
+                    finite = AccumulatorKernels.scale(source, dtype: .float32, count: count, by: factor, into: dst)
+                    if last { termCount[index] = AccumulatorKernels.finalize(dst, adding: nil, count: count, total: total, terms: terms) }
+                } else if last {
+                    (termCount[index], finite) = AccumulatorKernels.finalizeScaled(
+                        dst, adding: source, by: factor, count: count, total: total, terms: terms)
+                } else {
+                    finite = AccumulatorKernels.addScaled(source, by: factor, into: dst, count: count)
+                }
             }
+            if last { finalized[index] = true }
+        }
+        if !finite && poison == nil {
+            poison = (rank, layout.tensors[tensor].name)
+            telemetry.rejected(.nonFinite)
         }
         chunkSamples[index] += n
         addedBy[index][rank] = true

@@ -235,7 +235,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         guard !closing, let c = chunk, let rank, let p = push, let coordinator else { return }
         chunk = nil
         if let index = c.index, let staging {
-            coordinator.commitChunk(rank: rank, step: p.step, index: index, staged: staging, finite: c.finite)
+            coordinator.commitChunk(rank: rank, step: p.step, index: index, values: .staged(staging, finite: c.finite))
         }
     }
 
@@ -270,7 +270,8 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
     }
 
     /// PUSH_SHARED: the grid chunk is read from the worker's gradient file, through the same
-    /// checks and staging as a PUSH_CHUNK carrying the same values (one pass copies and scales).
+    /// checks as a PUSH_CHUNK carrying the same values, and scaled straight into the accumulator
+    /// (one pass reads the file and the accumulator; no staging).
     private func pushShared(step: UInt64, tensor: UInt32, offset: UInt64, count: UInt32) {
         guard let g = gradientFile else {
             host.telemetry.rejected(.protocol)
@@ -278,15 +279,14 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         }
         let header = ChunkHeader(kind: .push, step: step, tensor: tensor, offset: offset, count: count)
         beginChunk(header)
-        guard !closing, let c = chunk else { return }
-        // beginChunk checked that (tensor, offset, count) is a chunk of the grid; the values are
-        // scaled into the staging buffer, as a PUSH_CHUNK's would be.
-        if c.index != nil, let staging, let p = push, let source = g.tensors[Int(tensor)].baseAddress {
-            let finite = AccumulatorKernels.scale(
-                UnsafeRawPointer(source + Int(offset)), dtype: .float32, count: Int(count), by: p.factor, into: staging)
-            if !finite { chunk?.finite = false }
+        guard !closing, let c = chunk, let rank, let p = push, let coordinator else { return }
+        // beginChunk checked that (tensor, offset, count) is a chunk of the grid; the values go
+        // from the mapping into the accumulator, scaled on the way as a PUSH_CHUNK's would be
+        // into the staging buffer.
+        chunk = nil
+        if let index = c.index, let source = g.tensors[Int(tensor)].baseAddress {
+            coordinator.commitChunk(rank: rank, step: p.step, index: index, values: .mapped(UnsafeRawPointer(source + Int(offset)), factor: p.factor))
         }
-        endChunk(header)
     }
 
     // MARK: Before the model is known (from-worker jobs)

@@ -2,6 +2,7 @@ import Testing
 
 @testable import Core
 @testable import ParamServer
+import Wire
 
 /// The close of a step relies on two exact agreements: the chunk a last contribution turns into
 /// the mean on arrival (`finalize`) holds the same bits as adding then taking the mean at the
@@ -73,5 +74,61 @@ import Testing
         // And both are the optimizer's own ||g||^2 of the mean gradient.
         let own = new.values.withUnsafeBufferPointer { OptimizerKernels.sumOfSquares($0) }
         #expect(new.sumOfSquares == own)
+    }
+
+    /// The kernels PUSH_SHARED uses, which scale a worker's mapped values on the way in, against
+    /// `scale` into a staging buffer followed by `add` or `finalize`: the same bits, the same
+    /// terms, and a NaN or infinity among the products reported (scaled from an odd address,
+    /// as a mapping may give; 5,000 elements have SIMD tails).
+    @Test(arguments: [false, true])
+    func scaledOnTheWayEqualsStagedBitForBit(poisoned: Bool) {
+        var source = [Float](repeating: 0, count: Self.count + 1)
+        let x = Self.values(seed: 21)
+        for i in 0..<Self.count { source[i + 1] = x[i] }
+        if poisoned { source[1 + Self.count - 3] = .nan }
+        let factor: Float = 4096, total: Float = 8192
+        let capacity = AccumulatorKernels.termCapacity(count: Self.count)
+        let termsA = UnsafeMutablePointer<Double>.allocate(capacity: capacity)
+        let termsB = UnsafeMutablePointer<Double>.allocate(capacity: capacity)
+        defer { termsA.deallocate(); termsB.deallocate() }
+        source.withUnsafeBytes { raw in
+            // Not 4-byte aligned: one byte into a Float, as any offset in a mapped file may be.
+            let bytes = UnsafeMutableRawPointer.allocate(byteCount: Self.count * 4 + 1, alignment: 16)
+            defer { bytes.deallocate() }
+            bytes.advanced(by: 1).copyMemory(from: raw.baseAddress! + 4, byteCount: Self.count * 4)
+            let src = UnsafeRawPointer(bytes.advanced(by: 1))
+
+            var staged = [Float](repeating: 0, count: Self.count)
+            let stagedFinite = staged.withUnsafeMutableBufferPointer {
+                AccumulatorKernels.scale(src, dtype: .float32, count: Self.count, by: factor, into: $0.baseAddress!)
+            }
+            #expect(stagedFinite == !poisoned)
+
+            // Added to a partial sum.
+            var accA = Self.values(seed: 22), accB = accA
+            accA.withUnsafeMutableBufferPointer { a in
+                staged.withUnsafeBufferPointer { AccumulatorKernels.add($0.baseAddress!, into: a.baseAddress!, count: Self.count) }
+            }
+            let addFinite = accB.withUnsafeMutableBufferPointer {
+                AccumulatorKernels.addScaled(src, by: factor, into: $0.baseAddress!, count: Self.count)
+            }
+            #expect(addFinite == !poisoned)
+            #expect(zip(accA, accB).allSatisfy { $0.bitPattern == $1.bitPattern })
+
+            // The last contribution, turned into the mean.
+            var meanA = Self.values(seed: 23), meanB = meanA
+            let writtenA = meanA.withUnsafeMutableBufferPointer { a in
+                staged.withUnsafeBufferPointer {
+                    AccumulatorKernels.finalize(a.baseAddress!, adding: $0.baseAddress!, count: Self.count, total: total, terms: termsA)
+                }
+            }
+            let (writtenB, finalFinite) = meanB.withUnsafeMutableBufferPointer {
+                AccumulatorKernels.finalizeScaled($0.baseAddress!, adding: src, by: factor, count: Self.count, total: total, terms: termsB)
+            }
+            #expect(finalFinite == !poisoned)
+            #expect(zip(meanA, meanB).allSatisfy { $0.bitPattern == $1.bitPattern })
+            #expect(writtenA == writtenB)
+            #expect((0..<writtenA).allSatisfy { termsA[$0].bitPattern == termsB[$0].bitPattern })
+        }
     }
 }

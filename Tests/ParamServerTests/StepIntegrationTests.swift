@@ -85,11 +85,7 @@ struct StepIntegrationTests {
         _ = try await a.pull(step: 0, into: w.storage)
         let reference = try ReferenceTrainer(job: job, layout: h.layout, initial: w)
         for t in 0..<2 {
-            let ga = Tensors(h.layout), gb = Tensors(h.layout)
-            ga.fill(seed: UInt64(300 + t))
-            gb.fill(seed: UInt64(400 + t), scale: 0.02)
-            for (k, v) in va.enumerated() { _ = v.update(fromContentsOf: ga.storage[k]) }
-            for (k, v) in vb.enumerated() { _ = v.update(fromContentsOf: gb.storage[k]) }
+            let (ga, gb) = Self.gradients(h.layout, seeds: (UInt64(300 + t), UInt64(400 + t)), into: va, vb)
             // One after the other: a push returns once the server has read it, before the close.
             // Worker a's pull of the next step goes ahead of its PUSH_END, as a worker's does, so
             // it waits at the server when b's push closes the step: the update then writes
@@ -112,6 +108,50 @@ struct StepIntegrationTests {
         #expect(await a.sharedPushChunks() == 2 * chunks)
         #expect(await b.sharedPushChunks() == 0)
         _ = ib
+        await a.close()
+        await b.close()
+        await h.finish()
+    }
+
+    /// Without --deterministic the server adds chunks as they arrive. Both workers push from
+    /// their gradient files, one after the other, so the second's values are scaled straight
+    /// into the sum and turned into the mean in the same pass: the weights still equal Core's
+    /// LARS over the contributions in arrival order, bit for bit. A NaN in the last worker's
+    /// file skips the step (weights unchanged, counted), as over TCP.
+    @Test func gradientFilesAddedOnArrivalMatchCoreLARSBitForBit() async throws {
+        let job = ServerHarness.job(steps: 3, workers: 2)
+        let h = try await ServerHarness(job: job)
+        let a = h.session("a", rank: 0), b = h.session("b", rank: 1)
+        _ = try await a.connect()
+        _ = try await b.connect()
+        let fa = try SharedWeightFile.createSealed(elements: h.layout.parameterCount)
+        let fb = try SharedWeightFile.createSealed(elements: h.layout.parameterCount)
+        #expect(await a.shareGradients(fa))
+        #expect(await b.shareGradients(fb))
+        let counts = h.layout.tensors.map(\.count)
+        let (va, vb) = (fa.tensors(inSlot: 0, counts: counts), fb.tensors(inSlot: 0, counts: counts))
+        let w = Tensors(h.layout)
+        _ = try await a.pull(step: 0, into: w.storage)
+        let reference = try ReferenceTrainer(job: job, layout: h.layout, initial: w)
+        for t in 0..<3 {
+            let (ga, gb) = Self.gradients(h.layout, seeds: (UInt64(500 + t), UInt64(600 + t)), into: va, vb, nanInB: t == 2)
+            // a's push is read whole before b's begins: a's values go in first, b's last.
+            #expect(try await a.push(step: t, sampleCount: 24, loss: 1.0, gradients: va.map { UnsafeBufferPointer($0) }) == .accepted)
+            #expect(try await b.push(step: t, sampleCount: 40, loss: 1.5, gradients: vb.map { UnsafeBufferPointer($0) }) == .accepted)
+            let before = w.values
+            #expect(try await a.pull(step: t + 1, into: w.storage).step == t + 1)
+            if t < 2 {
+                try reference.step(t, contributions: [(24, ga), (40, gb)])
+                #expect(w.values == reference.weights.values, "weights after step \(t) differ from Core's LARS")
+            } else {
+                #expect(w.values == before, "a step with a NaN pushed through a gradient file changed the weights")
+                #expect(h.metric("lars_skipped_steps_total") == 1)
+                #expect(h.metric(#"lars_rejected_frames_total{reason="non_finite"}"#) == 1)
+            }
+        }
+        let chunks = h.layout.tensors.reduce(0) { $0 + ($1.count + 65_535) / 65_536 }   // the harness's grid
+        #expect(await a.sharedPushChunks() == 3 * chunks)
+        #expect(await b.sharedPushChunks() == 3 * chunks)
         await a.close()
         await b.close()
         await h.finish()
@@ -342,6 +382,21 @@ struct StepIntegrationTests {
     }
 
     /// Pushes from both sessions at once (with two workers a step closes only when both are in).
+    /// Two workers' gradients drawn from `seeds` (the second 50 times smaller), written into the
+    /// buffers they push from (their gradient files' slot 0); with `nanInB` one NaN in the second.
+    static func gradients(
+        _ layout: Layout, seeds: (UInt64, UInt64), into va: [UnsafeMutableBufferPointer<Float>], _ vb: [UnsafeMutableBufferPointer<Float>],
+        nanInB: Bool = false
+    ) -> (Tensors, Tensors) {
+        let ga = Tensors(layout), gb = Tensors(layout)
+        ga.fill(seed: seeds.0)
+        gb.fill(seed: seeds.1, scale: 0.02)
+        if nanInB { gb.storage[1][5] = .nan }
+        for (k, v) in va.enumerated() { _ = v.update(fromContentsOf: ga.storage[k]) }
+        for (k, v) in vb.enumerated() { _ = v.update(fromContentsOf: gb.storage[k]) }
+        return (ga, gb)
+    }
+
     func pushTogether(step: Int, _ a: ClientSession, _ ga: Tensors, _ b: ClientSession, _ gb: Tensors, samples: Int) async throws {
         async let ra = a.push(step: step, sampleCount: samples, loss: 1, gradients: ga.readOnly)
         async let rb = b.push(step: step, sampleCount: samples, loss: 1, gradients: gb.readOnly)
