@@ -116,27 +116,32 @@ public struct ImageDataset: Sendable {
     }
 
     /// Copies the samples at `indices`, in order, into the front of `images` and `labels`
-    /// (a worker's batch, e.g. from `BatchPlan.slice`), one row copy per sample, with
-    /// non-temporal stores: a batch is read a forward/backward later, by which time it would have
-    /// left the caches anyway, and streaming it neither reads the lines first nor evicts the
-    /// other thread's working set (a two-worker job's non-peer overhead share 0.0107 -> 0.0083,
-    /// five alternating pairs, docs/performance.md, worker, session 12). Asks
-    /// `shouldStop` every 64 rows and returns early, the batch left partial, when it says true
-    /// (a copy on another thread that its owner gave up on).
+    /// (a worker's batch, e.g. from `BatchPlan.slice`), one row copy per sample. With
+    /// `streaming`, the rows are written with non-temporal stores, for a batch read a
+    /// forward/backward later, by which time it would have left the caches anyway: streaming it
+    /// neither reads the lines first nor evicts the working set of the thread computing (a
+    /// two-worker job's non-peer overhead share 0.0107 -> 0.0083, five alternating pairs,
+    /// docs/performance.md, worker, session 12). Asks `shouldStop` every 64 rows and returns
+    /// early, the batch left partial, when it says true (a copy on another thread that its
+    /// owner gave up on).
     public func gather(
         _ indices: some Collection<Int>, images: UnsafeMutableBufferPointer<Float>, labels: UnsafeMutableBufferPointer<UInt8>,
-        until shouldStop: () -> Bool = { false }
+        streaming: Bool = false, until shouldStop: () -> Bool = { false }
     ) {
         precondition(images.count >= indices.count * featureCount && labels.count >= indices.count, "batch buffers too small")
         let f = featureCount
         self.images.withUnsafeBufferPointer { src in
             self.labels.withUnsafeBufferPointer { y in
-                // The fence makes the streamed rows visible before whatever the caller does next
-                // (a gatherer thread publishes the rows it copied with an atomic store).
-                defer { lars_store_fence() }
+                // The fence makes streamed rows visible before whatever the caller does next (a
+                // gatherer thread publishes the rows it copied with an atomic store).
+                defer { if streaming { lars_store_fence() } }
                 for (k, i) in indices.enumerated() {
                     if k % 64 == 0 && shouldStop() { return }
-                    lars_stream_copy(images.baseAddress! + k * f, src.baseAddress! + i * f, UInt(f * 4))
+                    if streaming {
+                        lars_stream_copy(images.baseAddress! + k * f, src.baseAddress! + i * f, UInt(f * 4))
+                    } else {
+                        (images.baseAddress! + k * f).update(from: src.baseAddress! + i * f, count: f)
+                    }
                     labels[k] = y[i]
                 }
             }

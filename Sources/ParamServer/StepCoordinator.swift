@@ -314,7 +314,6 @@ final class StepCoordinator: @unchecked Sendable {
         pushStep == step && outcome == nil && !finishing && !addedBy[index][rank]
     }
 
-    /// Adds a complete, staged chunk (already scaled by the rank's sample count).
     /// A pushed chunk's values: already scaled by the rank's sample count into a staging buffer
     /// (PUSH_CHUNK; `finite` says whether every value was), or Float32 values in a worker's
     /// mapped gradient file, scaled by `factor` on the way into the accumulator (PUSH_SHARED),
@@ -324,6 +323,9 @@ final class StepCoordinator: @unchecked Sendable {
         case mapped(UnsafeRawPointer, factor: Float)
     }
 
+    /// Adds a complete chunk of `rank`'s push to the open step: into its own buffer with
+    /// --deterministic, else into the sum, where the job's last rank to add it turns it into the
+    /// mean. A non-finite value poisons the step (it is skipped at the close).
     func commitChunk(rank: Int, step pushStep: Int, index: Int, values: ChunkValues) {
         guard needsChunk(rank: rank, step: pushStep, index: index), let n = began[rank] else { return }
         let range = grid.ranges[index]

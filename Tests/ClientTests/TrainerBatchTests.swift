@@ -109,14 +109,17 @@ struct TrainerBatchTests {
     }
 
     /// A gather asked to wait before it starts (as the next step's does) does not hold up a
-    /// step that needs the batch sooner: the training thread copies it, the next prefetch and
-    /// the trainer's end cut the wait short, and every step gets its own slice.
+    /// step that needs the batch sooner: the training thread copies it and gets the step's own
+    /// slice, and the trainer's end cuts the wait short (a fresh trainer per step, so that each
+    /// step's first gather is the delayed one).
     @Test func aDelayedGatherNeededEarlyIsCopiedAndStaysExact() throws {
-        let (trainer, data) = try Self.trainer()
-        for step in 0..<4 {
+        for step in [0, 3, 8] {
+            let (trainer, data) = try Self.trainer()
+            let started = ContinuousClock.now
             trainer.prefetch(step: step, after: .seconds(600))
             _ = trainer.awaitBatch(step: step)
             try Self.expectMatches(step: step, trainer: trainer, data: data)
+            #expect(started.duration(to: .now) < .seconds(60))
         }
     }
 }
@@ -197,9 +200,24 @@ struct BatchGathererTests {
             if shouldStop() { sawStop.signal() }
         }
         gatherer.abandon()
-        sawStop.wait()
+        #expect(sawStop.wait(timeout: .now() + 10) == .success, "abandon did not end the wait")
         #expect(abandonedAt.duration(to: .now) < .seconds(10))
         #expect(gatherer.wait(upTo: .seconds(10)))
+    }
+
+    /// A job submitted while the one before waits out its delay ends that wait: the one before
+    /// runs at once (the trainer submits only when its rows are all copied), then the new one.
+    @Test func theNextSubmitEndsADelay() {
+        let gatherer = BatchGatherer()
+        defer { gatherer.stop() }
+        let ran = Mutex<[Int]>([])
+        gatherer.submit(after: .seconds(600)) { _ in ran.withLock { $0.append(1) } }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !gatherer.canSubmit && ContinuousClock.now < deadline { usleep(1000) }   // taken, waiting
+        #expect(gatherer.canSubmit)
+        gatherer.submit { _ in ran.withLock { $0.append(2) } }
+        #expect(gatherer.wait(upTo: .seconds(10)), "the first job's delay held up the second")
+        #expect(ran.withLock { $0 } == [1, 2])
     }
 
     @Test func stopReturnsOnlyOnceTheThreadIsIdle() {

@@ -86,12 +86,13 @@ import Testing
         #expect(a.images.count == 500 * 784 && Set(a.labels) == Set(0..<10))
     }
 
-    @Test func gatherCopiesTheChosenSamples() {
+    @Test(arguments: [false, true])
+    func gatherCopiesTheChosenSamples(streaming: Bool) {
         let set = ImageDataset.synthetic(count: 20, seed: 1, rows: 2, columns: 2)
         var images = [Float](repeating: -9, count: 3 * 4)
         var labels = [UInt8](repeating: 99, count: 3)
         images.withUnsafeMutableBufferPointer { x in
-            labels.withUnsafeMutableBufferPointer { y in set.gather([7, 2, 19], images: x, labels: y) }
+            labels.withUnsafeMutableBufferPointer { y in set.gather([7, 2, 19], images: x, labels: y, streaming: streaming) }
         }
         #expect(labels == [set.labels[7], set.labels[2], set.labels[19]])
         #expect(images == Array(set.images[28..<32] + set.images[8..<12] + set.images[76..<80]))

@@ -78,14 +78,16 @@ import Wire
 
     /// The kernels PUSH_SHARED uses, which scale a worker's mapped values on the way in, against
     /// `scale` into a staging buffer followed by `add` or `finalize`: the same bits, the same
-    /// terms, and a NaN or infinity among the products reported (scaled from an odd address,
-    /// as a mapping may give; 5,000 elements have SIMD tails).
-    @Test(arguments: [false, true])
-    func scaledOnTheWayEqualsStagedBitForBit(poisoned: Bool) {
+    /// terms, and a NaN or an infinite product reported wherever it is (scaled from an odd
+    /// address, as a mapping may give; 5,000 elements end in a scalar tail after 4,992).
+    /// Arguments: the element spoiled (-1: none) and its value.
+    @Test(arguments: [(-1, Float(0)), (100, .nan), (4_997, .nan), (2_000, .infinity), (4_999, 1e38)])
+    func scaledOnTheWayEqualsStagedBitForBit(spoiled: Int, value: Float) {
+        let poisoned = spoiled >= 0
         var source = [Float](repeating: 0, count: Self.count + 1)
         let x = Self.values(seed: 21)
         for i in 0..<Self.count { source[i + 1] = x[i] }
-        if poisoned { source[1 + Self.count - 3] = .nan }
+        if poisoned { source[1 + spoiled] = value }   // 1e38 x 4096 overflows Float
         let factor: Float = 4096, total: Float = 8192
         let capacity = AccumulatorKernels.termCapacity(count: Self.count)
         let termsA = UnsafeMutablePointer<Double>.allocate(capacity: capacity)

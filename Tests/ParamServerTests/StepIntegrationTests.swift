@@ -113,35 +113,47 @@ struct StepIntegrationTests {
         await h.finish()
     }
 
-    /// Without --deterministic the server adds chunks as they arrive. Both workers push from
-    /// their gradient files, one after the other, so the second's values are scaled straight
-    /// into the sum and turned into the mean in the same pass: the weights still equal Core's
-    /// LARS over the contributions in arrival order, bit for bit. A NaN in the last worker's
-    /// file skips the step (weights unchanged, counted), as over TCP.
-    @Test func gradientFilesAddedOnArrivalMatchCoreLARSBitForBit() async throws {
-        let job = ServerHarness.job(steps: 3, workers: 2)
+    /// Without --deterministic the server adds chunks as they arrive. Every worker pushes from
+    /// its gradient file, one after the other, so the first's values are scaled into an empty
+    /// sum, a middle one's added scaled, and the last's added scaled and turned into the mean in
+    /// the same pass (one worker: scaled, then the mean): the weights still equal Core's LARS
+    /// over the contributions in arrival order, bit for bit. A NaN in the last worker's file
+    /// skips the step (weights unchanged, counted), as over TCP.
+    @Test(arguments: [1, 2, 3])
+    func gradientFilesAddedOnArrivalMatchCoreLARSBitForBit(workers: Int) async throws {
+        let samples = [24, 40, 32].prefix(workers)
+        let job = ServerHarness.job(steps: 3, workers: workers, globalBatch: samples.reduce(0, +))
         let h = try await ServerHarness(job: job)
-        let a = h.session("a", rank: 0), b = h.session("b", rank: 1)
-        _ = try await a.connect()
-        _ = try await b.connect()
-        let fa = try SharedWeightFile.createSealed(elements: h.layout.parameterCount)
-        let fb = try SharedWeightFile.createSealed(elements: h.layout.parameterCount)
-        #expect(await a.shareGradients(fa))
-        #expect(await b.shareGradients(fb))
-        let counts = h.layout.tensors.map(\.count)
-        let (va, vb) = (fa.tensors(inSlot: 0, counts: counts), fb.tensors(inSlot: 0, counts: counts))
+        let sessions = (0..<workers).map { h.session("w\($0)", rank: $0) }
+        var views: [[UnsafeMutableBufferPointer<Float>]] = []
+        var files: [SharedWeightFile] = []
+        for s in sessions {
+            _ = try await s.connect()
+            let f = try SharedWeightFile.createSealed(elements: h.layout.parameterCount)
+            #expect(await s.shareGradients(f))
+            files.append(f)
+            views.append(f.tensors(inSlot: 0, counts: h.layout.tensors.map(\.count)))
+        }
         let w = Tensors(h.layout)
-        _ = try await a.pull(step: 0, into: w.storage)
+        _ = try await sessions[0].pull(step: 0, into: w.storage)
         let reference = try ReferenceTrainer(job: job, layout: h.layout, initial: w)
         for t in 0..<3 {
-            let (ga, gb) = Self.gradients(h.layout, seeds: (UInt64(500 + t), UInt64(600 + t)), into: va, vb, nanInB: t == 2)
-            // a's push is read whole before b's begins: a's values go in first, b's last.
-            #expect(try await a.push(step: t, sampleCount: 24, loss: 1.0, gradients: va.map { UnsafeBufferPointer($0) }) == .accepted)
-            #expect(try await b.push(step: t, sampleCount: 40, loss: 1.5, gradients: vb.map { UnsafeBufferPointer($0) }) == .accepted)
+            var contributions: [(samples: Int, gradient: Tensors)] = []
+            for (r, s) in sessions.enumerated() {
+                let g = Tensors(h.layout)
+                g.fill(seed: UInt64(500 + 10 * t + r), scale: r == 0 ? 1 : 0.02)
+                // In the SIMD body of fc1.weight.
+                if t == 2 && r == workers - 1 { g.storage[0][3] = .nan }
+                for (k, v) in views[r].enumerated() { _ = v.update(fromContentsOf: g.storage[k]) }
+                contributions.append((samples[r], g))
+                // A push returns once the server has read it whole: the next one's values go in after.
+                let result = try await s.push(step: t, sampleCount: samples[r], loss: 1.0, gradients: views[r].map { UnsafeBufferPointer($0) })
+                #expect(result == .accepted)
+            }
             let before = w.values
-            #expect(try await a.pull(step: t + 1, into: w.storage).step == t + 1)
+            #expect(try await sessions[0].pull(step: t + 1, into: w.storage).step == t + 1)
             if t < 2 {
-                try reference.step(t, contributions: [(24, ga), (40, gb)])
+                try reference.step(t, contributions: contributions)
                 #expect(w.values == reference.weights.values, "weights after step \(t) differ from Core's LARS")
             } else {
                 #expect(w.values == before, "a step with a NaN pushed through a gradient file changed the weights")
@@ -150,10 +162,11 @@ struct StepIntegrationTests {
             }
         }
         let chunks = h.layout.tensors.reduce(0) { $0 + ($1.count + 65_535) / 65_536 }   // the harness's grid
-        #expect(await a.sharedPushChunks() == 3 * chunks)
-        #expect(await b.sharedPushChunks() == 3 * chunks)
-        await a.close()
-        await b.close()
+        for s in sessions {
+            #expect(await s.sharedPushChunks() == 3 * chunks)
+            await s.close()
+        }
+        _ = files
         await h.finish()
     }
 
@@ -381,22 +394,20 @@ struct StepIntegrationTests {
         await h.finish()
     }
 
-    /// Pushes from both sessions at once (with two workers a step closes only when both are in).
     /// Two workers' gradients drawn from `seeds` (the second 50 times smaller), written into the
-    /// buffers they push from (their gradient files' slot 0); with `nanInB` one NaN in the second.
+    /// buffers they push from (their gradient files' slot 0).
     static func gradients(
-        _ layout: Layout, seeds: (UInt64, UInt64), into va: [UnsafeMutableBufferPointer<Float>], _ vb: [UnsafeMutableBufferPointer<Float>],
-        nanInB: Bool = false
+        _ layout: Layout, seeds: (UInt64, UInt64), into va: [UnsafeMutableBufferPointer<Float>], _ vb: [UnsafeMutableBufferPointer<Float>]
     ) -> (Tensors, Tensors) {
         let ga = Tensors(layout), gb = Tensors(layout)
         ga.fill(seed: seeds.0)
         gb.fill(seed: seeds.1, scale: 0.02)
-        if nanInB { gb.storage[1][5] = .nan }
         for (k, v) in va.enumerated() { _ = v.update(fromContentsOf: ga.storage[k]) }
         for (k, v) in vb.enumerated() { _ = v.update(fromContentsOf: gb.storage[k]) }
         return (ga, gb)
     }
 
+    /// Pushes from both sessions at once (with two workers a step closes only when both are in).
     func pushTogether(step: Int, _ a: ClientSession, _ ga: Tensors, _ b: ClientSession, _ gb: Tensors, samples: Int) async throws {
         async let ra = a.push(step: step, sampleCount: samples, loss: 1, gradients: ga.readOnly)
         async let rb = b.push(step: step, sampleCount: samples, loss: 1, gradients: gb.readOnly)

@@ -17,7 +17,8 @@ struct StepTimings {
     /// Network.lossAndGradient.
     var compute = 0.0
     /// The CPU time the training thread spent in it: `compute` less the time the thread was off
-    /// its core (other threads running there).
+    /// its core (other threads running there). With more than one BLAS thread (`--threads`) the
+    /// other BLAS threads' time is not in it.
     var computeCPU = 0.0
     /// From the end of forward/backward until the server has read the push (PUSH_BEGIN and
     /// the later layers' chunks left during backward; what remains goes now).

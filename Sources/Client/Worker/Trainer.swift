@@ -139,7 +139,7 @@ final class Trainer {
         let (target, rows) = rowCopy(step: step)
         gathering = (target, step, rows.count, rows)
         submitted = rows
-        gatherer.submit(after: delay) { shouldStop in rows.copy(until: shouldStop) }
+        gatherer.submit(after: delay) { shouldStop in rows.copy(streaming: true, until: shouldStop) }
     }
 
     /// Makes sure step `step`'s samples are in a batch buffer. If the gatherer is on them, this
@@ -288,19 +288,21 @@ private final class RowCopy: @unchecked Sendable {
     var count: Int { indices.count }
 
     /// Copies blocks until none is left or `shouldStop` says so (asked before every block).
-    func copy(until shouldStop: () -> Bool) {
-        while !shouldStop(), copyBlock() {}
+    /// `streaming`: with non-temporal stores (the gatherer's copies, read a forward/backward
+    /// later; the training thread's own copies are read at once and go through the caches).
+    func copy(streaming: Bool = false, until shouldStop: () -> Bool) {
+        while !shouldStop(), copyBlock(streaming: streaming) {}
     }
 
     /// Copies the next block nobody has taken; false when none was left.
-    func copyBlock() -> Bool {
+    func copyBlock(streaming: Bool = false) -> Bool {
         let first = next.add(Self.blockRows, ordering: .relaxed).oldValue
         guard first < indices.count else { return false }
         let end = min(first + Self.blockRows, indices.count)
         let f = source.featureCount
         source.gather(
             indices[first..<end], images: UnsafeMutableBufferPointer(rebasing: images[(first * f)...]),
-            labels: UnsafeMutableBufferPointer(rebasing: labels[first...]))
+            labels: UnsafeMutableBufferPointer(rebasing: labels[first...]), streaming: streaming)
         copied.add(end - first, ordering: .releasing)
         return true
     }
