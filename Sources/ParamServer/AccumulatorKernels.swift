@@ -85,24 +85,10 @@ enum AccumulatorKernels {
         return poison == 0
     }
 
-    /// acc[i] += x[i]. Reads 8 bytes, writes 4 per element.
+    /// acc[i] += x[i]: `addScaled` by 1 (x * 1 is x, so the same bits as a plain add). Reads 8
+    /// bytes, writes 4 per element.
     static func add(_ x: UnsafePointer<Float>, into acc: UnsafeMutablePointer<Float>, count n: Int) {
-        let px = UnsafeRawPointer(x), pa = UnsafeMutableRawPointer(acc)
-        let vecEnd = n - n % stride
-        var i = 0
-        while i < vecEnd {
-            let o = i &* 4
-            let a = pa.loadUnaligned(fromByteOffset: o, as: V.self) + px.loadUnaligned(fromByteOffset: o, as: V.self)
-            let b = pa.loadUnaligned(fromByteOffset: o &+ vbytes, as: V.self)
-                + px.loadUnaligned(fromByteOffset: o &+ vbytes, as: V.self)
-            pa.storeBytes(of: a, toByteOffset: o, as: V.self)
-            pa.storeBytes(of: b, toByteOffset: o &+ vbytes, as: V.self)
-            i &+= stride
-        }
-        while i < n {
-            acc[i] += x[i]
-            i += 1
-        }
+        _ = addScaled(UnsafeRawPointer(x), by: 1, into: acc, count: n)
     }
 
     /// acc[i] = acc[i] / total, in place, returning `running` plus the sum of squares of the
@@ -129,23 +115,13 @@ enum AccumulatorKernels {
         _ acc: UnsafeMutablePointer<Float>, adding x: UnsafePointer<Float>?, count n: Int, total: Float,
         terms: UnsafeMutablePointer<Double>
     ) -> Int {
+        // With `x`: `finalizeScaled` by 1 (x * 1 is x, so the same bits).
+        if let x { return finalizeScaled(acc, adding: UnsafeRawPointer(x), by: 1, count: n, total: total, terms: terms).written }
         var written = 0
         let pa = UnsafeRawPointer(acc)
-        if let x {
-            let px = UnsafeRawPointer(x)
-            meanPass(
-                acc, count: n, total: total,
-                load: { pa.loadUnaligned(fromByteOffset: $0, as: V.self) + px.loadUnaligned(fromByteOffset: $0, as: V.self) },
-                loadOne: { acc[$0] + x[$0] }
-            ) { term in
-                terms[written] = term
-                written += 1
-            }
-        } else {
-            meanPass(acc, count: n, total: total, load: { pa.loadUnaligned(fromByteOffset: $0, as: V.self) }, loadOne: { acc[$0] }) { term in
-                terms[written] = term
-                written += 1
-            }
+        meanPass(acc, count: n, total: total, load: { pa.loadUnaligned(fromByteOffset: $0, as: V.self) }, loadOne: { acc[$0] }) { term in
+            terms[written] = term
+            written += 1
         }
         return written
     }

@@ -314,33 +314,21 @@ final class StepCoordinator: @unchecked Sendable {
         pushStep == step && outcome == nil && !finishing && !addedBy[index][rank]
     }
 
-    /// A pushed chunk's values: already scaled by the rank's sample count into a staging buffer
-    /// (PUSH_CHUNK; `finite` says whether every value was), or Float32 values in a worker's
-    /// mapped gradient file, scaled by `factor` on the way into the accumulator (PUSH_SHARED),
-    /// with the same operations in the same order, so the same bits.
-    enum ChunkValues {
-        case staged(UnsafePointer<Float>, finite: Bool)
-        case mapped(UnsafeRawPointer, factor: Float)
-    }
-
-    /// Adds a complete chunk of `rank`'s push to the open step: into its own buffer with
-    /// --deterministic, else into the sum, where the job's last rank to add it turns it into the
-    /// mean. A non-finite value poisons the step (it is skipped at the close).
-    func commitChunk(rank: Int, step pushStep: Int, index: Int, values: ChunkValues) {
+    /// Adds a complete chunk of `rank`'s push to the open step: Float32 values at `values` (any
+    /// alignment), times `factor` — a worker's mapped gradient file scaled by its sample count
+    /// (PUSH_SHARED), or a staging buffer already scaled (PUSH_CHUNK, factor 1; x * 1 is x) —
+    /// into its own buffer with --deterministic, else into the sum, where the job's last rank to
+    /// add it turns it into the mean. A non-finite value poisons the step (skipped at the close).
+    func commitChunk(rank: Int, step pushStep: Int, index: Int, values: UnsafeRawPointer, factor: Float) {
         guard needsChunk(rank: rank, step: pushStep, index: index), let n = began[rank] else { return }
         let range = grid.ranges[index]
         let tensor = Int(range.tensor)
         let count = Int(range.count)
-        var finite = true
-        if case .staged(_, let f) = values { finite = f }
+        let finite: Bool
         if options.deterministic {
             if rankBuffers[rank] == nil { rankBuffers[rank] = FloatArena(layout: layout) }
             let dst = rankBuffers[rank]!.buffers[tensor].baseAddress! + Int(range.offset)
-            switch values {
-            case .staged(let staged, _): dst.update(from: staged, count: count)
-            case .mapped(let source, let factor):
-                finite = AccumulatorKernels.scale(source, dtype: .float32, count: count, by: factor, into: dst)
-            }
+            finite = AccumulatorKernels.scale(values, dtype: .float32, count: count, by: factor, into: dst)
         } else {
             let dst = accumulator.buffers[tensor].baseAddress! + Int(range.offset)
             // The job's last rank to add this chunk turns it into the mean right away, so the
@@ -349,24 +337,14 @@ final class StepCoordinator: @unchecked Sendable {
             let first = chunkSamples[index] == 0
             let total = Float(chunkSamples[index] + n)
             let terms = finalTerms + termOffset[index]
-            switch values {
-            case .staged(let staged, _):
-                if first { dst.update(from: staged, count: count) }
-                if last {
-                    termCount[index] = AccumulatorKernels.finalize(dst, adding: first ? nil : staged, count: count, total: total, terms: terms)
-                } else if !first {
-                    AccumulatorKernels.add(staged, into: dst, count: count)
-                }
-            case .mapped(let source, let factor):
-                if first {
-                    finite = AccumulatorKernels.scale(source, dtype: .float32, count: count, by: factor, into: dst)
-                    if last { termCount[index] = AccumulatorKernels.finalize(dst, adding: nil, count: count, total: total, terms: terms) }
-                } else if last {
-                    (termCount[index], finite) = AccumulatorKernels.finalizeScaled(
-                        dst, adding: source, by: factor, count: count, total: total, terms: terms)
-                } else {
-                    finite = AccumulatorKernels.addScaled(source, by: factor, into: dst, count: count)
-                }
+            if first {
+                finite = AccumulatorKernels.scale(values, dtype: .float32, count: count, by: factor, into: dst)
+                if last { termCount[index] = AccumulatorKernels.finalize(dst, adding: nil, count: count, total: total, terms: terms) }
+            } else if last {
+                (termCount[index], finite) = AccumulatorKernels.finalizeScaled(
+                    dst, adding: values, by: factor, count: count, total: total, terms: terms)
+            } else {
+                finite = AccumulatorKernels.addScaled(values, by: factor, into: dst, count: count)
             }
             if last { finalized[index] = true }
         }

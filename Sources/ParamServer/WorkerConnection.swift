@@ -30,9 +30,10 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
 
     /// The push being received: its step, and whether its chunks are to be added.
     private var push: (step: Int, accepted: Bool, factor: Float)?
-    /// The chunk being received: its grid index when it is to be added, and whether all its
-    /// values so far were finite.
-    private var chunk: (index: Int?, finite: Bool)?
+    /// The chunk being received: its grid index when it is to be added. (Whether its values are
+    /// finite is checked where they are added, `StepCoordinator.commitChunk`.)
+    private var chunk: ChunkInProgress?
+    private struct ChunkInProgress { var index: Int? }
     /// One grid chunk of scaled gradient, allocated at the first push.
     private var staging: UnsafeMutablePointer<Float>?
     /// The worker's gradient file (SHARED_GRADIENTS), mapped for reading, and its tensors
@@ -206,9 +207,9 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         }
         if p.accepted && coordinator.needsChunk(rank: rank, step: p.step, index: index) {
             if staging == nil { staging = .allocate(capacity: coordinator.grid.chunkElements) }
-            chunk = (index, true)
+            chunk = ChunkInProgress(index: index)
         } else {
-            chunk = (nil, true)
+            chunk = ChunkInProgress(index: nil)
         }
     }
 
@@ -219,10 +220,9 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         }
         guard !closing, let c = chunk, c.index != nil, let staging, let p = push, let base = bytes.baseAddress else { return }
         let count = bytes.count / header.dtype.size
-        let finite = AccumulatorKernels.scale(
+        _ = AccumulatorKernels.scale(
             base, dtype: header.dtype, count: count, by: p.factor,
             into: staging + (firstElement - Int(header.offset)))
-        if !finite { chunk?.finite = false }
     }
 
     private func endChunk(_ header: ChunkHeader) {
@@ -235,7 +235,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         guard !closing, let c = chunk, let rank, let p = push, let coordinator else { return }
         chunk = nil
         if let index = c.index, let staging {
-            coordinator.commitChunk(rank: rank, step: p.step, index: index, values: .staged(staging, finite: c.finite))
+            coordinator.commitChunk(rank: rank, step: p.step, index: index, values: UnsafeRawPointer(staging), factor: 1)
         }
     }
 
@@ -285,7 +285,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
         // into the staging buffer.
         chunk = nil
         if let index = c.index, let source = g.tensors[Int(tensor)].baseAddress {
-            coordinator.commitChunk(rank: rank, step: p.step, index: index, values: .mapped(UnsafeRawPointer(source + Int(offset)), factor: p.factor))
+            coordinator.commitChunk(rank: rank, step: p.step, index: index, values: UnsafeRawPointer(source + Int(offset)), factor: p.factor)
         }
     }
 
