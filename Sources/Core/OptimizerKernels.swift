@@ -5,12 +5,12 @@ import CPrefetch
 /// taken in Float over blocks of `block` elements and folded into Double, which keeps the
 /// relative error near Float64's while the inner loop stays in SIMD registers.
 enum OptimizerKernels {
-    /// How far ahead of its loads the gradient-norm pass (its four-stream part) and the fused
-    /// update ask for cache lines, in bytes, one line per stream per iteration. On top of the
-    /// hardware prefetcher it took a four-stream read of 102 MB from about 20 to 23 GB/s in a
-    /// probe here; on the whole ResNet-50 step the gain is 0-3%, inside this VM's run-to-run
-    /// noise (docs/performance.md, optimizer, session 6). 256 and 512 measured alike, 1024 and
-    /// 2048 worse.
+    /// How far ahead of its loads the gradient-norm pass (its four-stream part) asks for cache
+    /// lines, in bytes, one line per stream per iteration. On top of the hardware prefetcher it
+    /// took a four-stream read of 102 MB from about 20 to 23 GB/s in a probe on a slower-memory
+    /// VM (docs/performance.md, optimizer, session 6); 256 and 512 measured alike, 1024 and
+    /// 2048 worse. The fused update does not prefetch: on a VM with 44-50 GB/s in-place
+    /// bandwidth its prefetches cost 2-4% (session 13).
     static let prefetchDistance = 512
     typealias V = SIMD8<Float>
     /// Elements per Float partial sum before it is folded into Double.
@@ -223,10 +223,6 @@ enum OptimizerKernels {
             var i = start
             while i < end {
                 let o = i &* 4
-                let ahead = o &+ prefetchDistance
-                lars_prefetch_read(pg + ahead)
-                lars_prefetch_read(pw + ahead)
-                lars_prefetch_read(pv + ahead)
                 s0 += update(o)
                 s1 += update(o &+ vbytes)
                 i &+= stride
