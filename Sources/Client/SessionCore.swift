@@ -163,7 +163,10 @@ actor SessionCore {
     }
 
     /// Connects and shakes hands until it succeeds, a refusal ends the session, or `timeout`
-    /// has passed, waiting with exponential backoff between attempts.
+    /// has passed, waiting with exponential backoff between attempts. The last wait is cut to
+    /// end at the timeout, where one more attempt is made: a server back just before the
+    /// timeout is still found, and the session never gives up early because the next full
+    /// wait would have overshot.
     private func establish(timeout: Duration) async throws(ClientError) -> Connection {
         let clock = ContinuousClock()
         let start = clock.now
@@ -196,14 +199,15 @@ actor SessionCore {
                 lastError = "\(error)"
             }
             let elapsed = clock.now - start
-            guard elapsed + delay <= timeout, !Task.isCancelled else {
+            guard elapsed < timeout, !Task.isCancelled else {
                 let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
                 throw .connectFailed(host: host, port: port, attempts: attempt, seconds: seconds, lastError: lastError)
             }
+            let wait = min(delay, timeout - elapsed)
             logger.warning("cannot connect to the server; retrying", metadata: [
-                "attempt": "\(attempt)", "retry_in": "\(delay)", "error": "\(lastError)",
+                "attempt": "\(attempt)", "retry_in": "\(wait)", "error": "\(lastError)",
             ])
-            try? await Task.sleep(for: delay)
+            try? await Task.sleep(for: wait)
             delay = min(delay * 2, options.maxBackoff)
         }
     }

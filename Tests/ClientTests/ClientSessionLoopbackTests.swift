@@ -235,8 +235,12 @@ struct ClientSessionLoopbackTests {
             // More than one attempt proves the retry; how many fit in 2 s depends on load.
             #expect(attempts >= 2)
         }
-        // Gives up rather than hanging (the bound is loose: no timing thresholds in tests).
-        #expect(ContinuousClock.now - started < .seconds(30))
+        // Keeps trying for the whole timeout (the backoff's next wait, 1.6 s after 1.5 s of
+        // attempts, once made it give up at 1.5 s), and gives up rather than hanging (that bound
+        // is loose: no timing thresholds in tests).
+        let took = ContinuousClock.now - started
+        #expect(took >= .seconds(2), "gave up after \(took) of a 2 s timeout")
+        #expect(took < .seconds(30))
     }
 
     /// The server drops the connection after two chunks of a 16 MB push: the session
@@ -512,6 +516,7 @@ struct ClientSessionLoopbackTests {
         _ = try await session.connect()
         await server.shutdown()
         let weights = Buffers(Self.small)
+        let lost = ContinuousClock.now
         do {
             _ = try await session.pull(step: 0, into: weights.mutable)
             Issue.record("pull succeeded without a server")
@@ -521,6 +526,10 @@ struct ClientSessionLoopbackTests {
                 return
             }
         }
+        // Not before the reconnect timeout has passed (it used to give up at 0.3 s of 0.4 s,
+        // when the next backoff would have overshot).
+        let took = ContinuousClock.now - lost
+        #expect(took >= .milliseconds(400), "gave up after \(took) of a 400 ms reconnect timeout")
         await #expect(throws: ClientError.self) {
             _ = try await session.pull(step: 0, into: weights.mutable)
         }

@@ -52,13 +52,16 @@ struct WorkerEndToEndTests {
         return url
     }
 
-    /// Starts lars-server on free ports with `job` (JSON); returns it and its worker port.
-    static func startServer(job: String, in dir: URL) throws -> (Child, Int) {
+    /// Starts lars-server with `job` (JSON) on `port` (0: a free one) and a free HTTP port;
+    /// returns it and its worker port.
+    static func startServer(
+        job: String, in dir: URL, port: Int = 0, extraArguments: [String] = [], log: String = "server.log"
+    ) throws -> (Child, Int) {
         let jobFile = dir.appendingPathComponent("job.json")
         try job.write(to: jobFile, atomically: true, encoding: .utf8)
         let server = try Child("lars-server", [
-            "--config", jobFile.path, "--port", "0", "--http-port", "0", "--checkpoint-dir", dir.path,
-        ], log: dir.appendingPathComponent("server.log"))
+            "--config", jobFile.path, "--port", "\(port)", "--http-port", "0", "--checkpoint-dir", dir.path,
+        ] + extraArguments, log: dir.appendingPathComponent(log))
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             if let line = server.output.split(separator: "\n").first(where: { $0.contains("listening") && $0.contains(" workers=") }),
@@ -193,5 +196,75 @@ struct WorkerEndToEndTests {
         #expect(worker.output.contains("apt-get install dataset-fashion-mnist"))
         server.process.terminate()
         #expect(server.wait(timeout: 30) == 0)
+    }
+
+    /// Waits up to `timeout` seconds for `file` to appear in `dir`.
+    static func waitForFile(_ file: String, in dir: URL, timeout: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if FileManager.default.fileExists(atPath: dir.appendingPathComponent(file).path) { return true }
+            usleep(20_000)
+        }
+        return false
+    }
+
+    /// The server is killed (SIGKILL) after its step-10 checkpoint and started again with
+    /// --resume on the same port: both lars-worker processes find it on their own, training goes
+    /// on from the server's step, and the job ends with every process exiting 0.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: fashionMNIST + "/train-labels-idx1-ubyte.gz")))
+    func workersReconnectToARestartedServerAndFinishTheJob() throws {
+        let dir = try Self.directory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let job = """
+            {"name": "e2e-crash", "model": "mlp", "global_batch": 512, "workers": 2, "steps": 30, "seed": 11,
+             "checkpoint_every": 5,
+             "optimizer": {"name": "lars", "eta": 0.001, "weight_decay": 0.0005, "momentum": 0.9},
+             "schedule": {"name": "polynomial", "peak_rate": 4, "warmup_epochs": 0.2, "power": 2}}
+            """
+        let (first, port) = try Self.startServer(job: job, in: dir, port: ServerProcessTests.freePort(), log: "server-1.log")
+        let workers = try (0..<2).map { rank in
+            try Child("lars-worker", ["--server", "127.0.0.1:\(port)", "--name", "crash-\(rank)", "--progress-every", "0"],
+                      log: dir.appendingPathComponent("worker-\(rank).log"))
+        }
+        #expect(Self.waitForFile("step-000000010.safetensors", in: dir, timeout: 120), "no checkpoint: \(first.output)")
+        kill(first.process.processIdentifier, SIGKILL)
+        first.process.waitUntilExit()
+        let (second, _) = try Self.startServer(job: job, in: dir, port: port, extraArguments: ["--resume"], log: "server-2.log")
+
+        let statuses = workers.map { $0.wait(timeout: 240) }
+        #expect(second.wait(timeout: 30) == 0, "server: \(second.output)")
+        #expect(second.output.contains("resumed from checkpoint"), "server: \(second.output)")
+        for (rank, w) in workers.enumerated() {
+            #expect(statuses[rank] == 0, "worker \(rank): \(w.output)")
+            #expect(w.output.contains("lost the connection to the server; reconnecting"), "worker \(rank): \(w.output)")
+            #expect(w.output.contains("reconnected"), "worker \(rank): \(w.output)")
+            #expect(w.output.contains("bye (done)"), "worker \(rank): \(w.output)")
+        }
+        // Every step of the job was closed by one server or the other, the last by the second.
+        let steps = Set(try Self.runLog(in: dir).filter { $0["type"] as? String == "step" }.compactMap { $0["step"] as? Int })
+        #expect(steps == Set(0..<30), "steps in the run log: \(steps.sorted())")
+        #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("step-000000030.safetensors").path))
+    }
+
+    /// With the server gone for good, lars-worker keeps trying for --reconnect-timeout, then
+    /// exits with status 1 and says it could not reach the server.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: fashionMNIST + "/train-labels-idx1-ubyte.gz")))
+    func aWorkerGivesUpWithStatus1WhenTheServerStaysAway() throws {
+        let dir = try Self.directory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (server, port) = try Self.startServer(job: """
+            {"name": "e2e-gone", "model": "mlp", "global_batch": 256, "workers": 1, "steps": 100000, "checkpoint_every": 2}
+            """, in: dir, extraArguments: ["--no-shared-weights"])  // killed, it would leave its /dev/shm file behind
+        let worker = try Child("lars-worker", ["--server", "127.0.0.1:\(port)", "--progress-every", "0", "--reconnect-timeout", "2"],
+                               log: dir.appendingPathComponent("worker.log"))
+        #expect(Self.waitForFile("step-000000002.safetensors", in: dir, timeout: 120), "no checkpoint: \(server.output)")
+        // Taken before the kill: the worker may see the connection drop before waitUntilExit returns.
+        let lost = Date()
+        kill(server.process.processIdentifier, SIGKILL)
+        server.process.waitUntilExit()
+        #expect(worker.wait(timeout: 60) == 1, "worker: \(worker.output)")
+        let took = Date().timeIntervalSince(lost)
+        #expect(took >= 2, "gave up after \(took) s of a 2 s reconnect timeout")
+        #expect(worker.output.contains("could not reach the server at 127.0.0.1:\(port)"), "worker: \(worker.output)")
     }
 }
