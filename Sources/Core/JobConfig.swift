@@ -12,6 +12,16 @@ public struct DatasetConfig: Sendable, Hashable, Codable {
         self.dir = dir
     }
 
+    /// How to get this data set into `directory`, for the end of an error message: Debian's
+    /// package for Fashion-MNIST, otherwise what must be there.
+    public func installHint(for directory: String) -> String {
+        if name == "fashion-mnist" {
+            return "`apt-get install dataset-fashion-mnist` installs Fashion-MNIST in \(DatasetFiles.fashionMNISTDirectory)"
+        }
+        return "the job's data set \"\(name)\" must be in \(directory) as MNIST-format IDX files "
+            + "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each plain or .gz)"
+    }
+
     enum CodingKeys: String, CodingKey, CaseIterable { case name, dir }
 
     public init(from decoder: any Decoder) throws {

@@ -87,7 +87,7 @@ public final class ParameterServer: @unchecked Sendable {
                 fingerprint = fp
                 stepsPerEpoch = fp.sampleCount / job.globalBatch
             } catch {
-                throw .dataset("\(error)")
+                throw .dataset("\(error); \(dataset.installHint(for: dataset.dir))")
             }
             guard stepsPerEpoch >= 1 else {
                 throw .config(ConfigError(key: "global_batch", value: "\(job.globalBatch)",

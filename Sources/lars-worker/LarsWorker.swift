@@ -10,7 +10,15 @@ import Logging
 struct LarsWorker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lars-worker",
-        abstract: "A lars-ps worker: pulls weights, computes gradients on its slice of each batch, pushes them.")
+        abstract: "A lars-ps worker: pulls weights, computes gradients on its slice of each batch, pushes them.",
+        discussion: """
+            A lost connection is retried (backoff from 0.1 s up to 2 s) for --reconnect-timeout seconds; \
+            the worker then continues at the server's step.
+
+            Exit status: 0 when the server says BYE (job done, training diverged, server shutting down); \
+            3 when the data set is missing or not the job's (the message names the file and how to get it); \
+            2 for a bad flag; 1 otherwise (the server unreachable for --reconnect-timeout, a refusal such as a wrong token).
+            """)
 
     @Option(help: "The server's worker address.") var server = "127.0.0.1:7070"
     @Option(name: .customLong("auth-token-file"), help: "File whose first line is the server's auth token.") var authTokenFile: String?

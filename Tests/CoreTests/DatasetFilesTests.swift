@@ -26,7 +26,7 @@ import Testing
     }
 
     @Test(arguments: DatasetFiles.Role.allCases)
-    func missingFileIsNamedWithTheInstallHint(role: DatasetFiles.Role) throws {
+    func missingFileIsNamed(role: DatasetFiles.Role) throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         try IDXFixture.writeDataset(in: dir, gzip: true)
@@ -36,7 +36,15 @@ import Testing
         }
         let message = DatasetError.missingFile(directory: dir.path, name: role.rawValue).description
         #expect(message.contains(role.rawValue) && message.contains(dir.path))
-        #expect(message.contains("apt-get install dataset-fashion-mnist"))
+    }
+
+    @Test func theInstallHintFitsTheJobsDataSet() {
+        let fashion = DatasetConfig().installHint(for: "/data/here")
+        #expect(fashion.contains("apt-get install dataset-fashion-mnist"))
+        #expect(fashion.contains(DatasetFiles.fashionMNISTDirectory))
+        let other = DatasetConfig(name: "kmnist", dir: "/srv/kmnist").installHint(for: "/data/here")
+        #expect(other.contains("\"kmnist\"") && other.contains("/data/here") && other.contains("t10k-labels-idx1-ubyte"))
+        #expect(!other.contains("apt-get"), "Fashion-MNIST's package is no help for another data set: \(other)")
     }
 
     @Test func wrongKindOfFileIsRefused() throws {

@@ -163,14 +163,15 @@ struct WorkerEndToEndTests {
         #expect(r.stderr.contains(flags[0]), "stderr: \(r.stderr)")
     }
 
-    /// Writes an MNIST-format set of `count` training and test samples (plain IDX files).
-    static func writeTinyDataset(to dir: URL, count: Int) throws {
+    /// Writes an MNIST-format set of `count` training and test samples (plain IDX files); the
+    /// test images are `testSide` pixels square, the training images 28.
+    static func writeTinyDataset(to dir: URL, count: Int, testSide: Int = 28) throws {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         func header(_ magic: UInt32, _ dims: [UInt32]) -> Data {
             Data(([magic] + dims).flatMap { v in (0..<4).reversed().map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } })
         }
-        for prefix in ["train", "t10k"] {
-            try (header(0x0000_0803, [UInt32(count), 28, 28]) + Data(repeating: 128, count: count * 784))
+        for (prefix, side) in [("train", 28), ("t10k", testSide)] {
+            try (header(0x0000_0803, [UInt32(count), UInt32(side), UInt32(side)]) + Data(repeating: 128, count: count * side * side))
                 .write(to: dir.appendingPathComponent("\(prefix)-images-idx3-ubyte"))
             try (header(0x0000_0801, [UInt32(count)]) + Data((0..<count).map { UInt8($0 % 10) }))
                 .write(to: dir.appendingPathComponent("\(prefix)-labels-idx1-ubyte"))
@@ -266,5 +267,43 @@ struct WorkerEndToEndTests {
         let took = Date().timeIntervalSince(lost)
         #expect(took >= 2, "gave up after \(took) s of a 2 s reconnect timeout")
         #expect(worker.output.contains("could not reach the server at 127.0.0.1:\(port)"), "worker: \(worker.output)")
+    }
+
+    /// Test images of another size than the training images: refused before training, not
+    /// evaluated in the wrong stride (or crashing) at the end of the first epoch.
+    @Test func testImagesOfAnotherSizeExitWithStatus3() throws {
+        let dir = try Self.directory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = dir.appendingPathComponent("odd-data")
+        try Self.writeTinyDataset(to: data, count: 100, testSide: 20)
+        let (server, port) = try Self.startServer(job: #"{"name": "e2e-size", "model": "mlp", "global_batch": 64, "workers": 1, "steps": 5}"#, in: dir)
+        let worker = try Child("lars-worker", ["--server", "127.0.0.1:\(port)", "--data-dir", data.path],
+                               log: dir.appendingPathComponent("worker.log"))
+        #expect(worker.wait(timeout: 60) == 3, "worker: \(worker.output)")
+        #expect(worker.output.contains(data.appendingPathComponent("t10k-images-idx3-ubyte").path), "names no file: \(worker.output)")
+        #expect(worker.output.contains("20x20") && worker.output.contains("28x28"), "worker: \(worker.output)")
+        server.process.terminate()
+        _ = server.wait(timeout: 30)
+    }
+
+    /// A job on another MNIST-format set: a worker without it is told where that set must be,
+    /// not to install Fashion-MNIST.
+    @Test func missingDataOfAnotherSetNamesThatSet() throws {
+        let dir = try Self.directory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let served = dir.appendingPathComponent("tiny")
+        try Self.writeTinyDataset(to: served, count: 100)
+        let (server, port) = try Self.startServer(job: """
+            {"name": "e2e-tiny", "model": "mlp", "dataset": {"name": "tiny-mnist", "dir": "\(served.path)"}, "epochs": 1,
+             "global_batch": 50, "workers": 1}
+            """, in: dir)
+        let missing = dir.appendingPathComponent("not-here").path
+        let worker = try Child("lars-worker", ["--server", "127.0.0.1:\(port)", "--data-dir", missing],
+                               log: dir.appendingPathComponent("worker.log"))
+        #expect(worker.wait(timeout: 60) == 3, "worker: \(worker.output)")
+        #expect(worker.output.contains("\"tiny-mnist\" must be in \(missing)"), "worker: \(worker.output)")
+        #expect(!worker.output.contains("apt-get"), "worker: \(worker.output)")
+        server.process.terminate()
+        _ = server.wait(timeout: 30)
     }
 }

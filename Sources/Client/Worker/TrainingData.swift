@@ -11,15 +11,15 @@ struct TrainingData {
         var description: String
     }
 
-    static let installHint = "`apt-get install dataset-fashion-mnist` installs Fashion-MNIST in \(DatasetFiles.fashionMNISTDirectory)"
-
     /// Loads both splits from `directory`; with `expected`, the training labels must match it.
-    static func load(directory: String, expected: DatasetFingerprint?) throws(Unusable) -> TrainingData {
+    /// `dataset` (the job's; Fashion-MNIST when the job has none) says how to get the right data.
+    static func load(directory: String, expected: DatasetFingerprint?, dataset: DatasetConfig = DatasetConfig()) throws(Unusable) -> TrainingData {
+        let installHint = dataset.installHint(for: directory)
         let files: DatasetFiles
         do {
             files = try DatasetFiles(directory: directory)
         } catch {
-            throw Unusable(description: "\(error)")
+            throw Unusable(description: "\(error); \(installHint)")
         }
         if let expected {
             let found: DatasetFingerprint
@@ -36,6 +36,11 @@ struct TrainingData {
         do throws(DatasetError) {
             let train = try ImageDataset.load(.train, from: files, normalization: FashionMNIST.normalization)
             let test = try ImageDataset.load(.test, from: files, normalization: FashionMNIST.normalization)
+            guard test.rows == train.rows, test.columns == train.columns else {
+                throw DatasetError.imageSizeMismatch(
+                    train: files.trainImages, trainSize: [train.rows, train.columns],
+                    test: files.testImages, testSize: [test.rows, test.columns])
+            }
             return TrainingData(train: train, test: test)
         } catch {
             throw Unusable(description: "\(error); \(installHint)")
