@@ -92,6 +92,9 @@ final class StepCoordinator: @unchecked Sendable {
     /// A close is queued on the event loop (`pushEnd`).
     private var closeScheduled = false
     private var finalEvalTimer: Scheduled<Void>?
+    /// The rank asked for the final evaluation, while its answer is outstanding; nil when no
+    /// worker was there to ask.
+    private var finalEvaluator: Int?
     private let finished: EventLoopPromise<JobOutcome>
     /// Called on the loop with the state to save; returns nil on success or a reason.
     var checkpointWriter: ((_ reason: String) -> Void)?
@@ -237,6 +240,13 @@ final class StepCoordinator: @unchecked Sendable {
         telemetry.workerJoined(rank: rank, name: link.name, address: link.address)
     }
 
+    /// After WELCOME went out to `rank`: while the final evaluation waits for a worker to ask
+    /// (the one asked left, and no other was there), the new one is asked.
+    func welcomed(rank: Int) {
+        guard finishing, outcome == nil, finalEvaluator == nil else { return }
+        finalEvaluator = requestEvaluation()
+    }
+
     /// The link closed (BYE, error or lost connection).
     func disconnected(_ link: any WorkerLink) {
         pendingPulls.removeAll { $0.link === link }
@@ -244,6 +254,13 @@ final class StepCoordinator: @unchecked Sendable {
         links[rank] = nil
         telemetry.workerLeft(rank: rank)
         logger.info("worker left", metadata: ["rank": "\(rank)", "step": "\(step)", "chunks_added": "\(chunksAdded[rank])/\(grid.count)"])
+        if finishing, outcome == nil, finalEvaluator == rank {
+            // Its answer will not come: ask the lowest rank still here, or the next to join.
+            finalEvaluator = requestEvaluation()
+            logger.info("the worker asked for the final evaluation left; asking another", metadata: [
+                "left": "\(rank)", "asked": "\(finalEvaluator.map(String.init) ?? "the next worker to join")",
+            ])
+        }
     }
 
     // MARK: Pull
@@ -568,9 +585,12 @@ final class StepCoordinator: @unchecked Sendable {
 
     // MARK: Evaluation and the end of the job
 
-    private func requestEvaluation() {
-        guard let rank = links.keys.min(), let link = links[rank] else { return }
+    /// Sends EVAL_REQUEST for the current step to the lowest live rank; returns that rank.
+    @discardableResult
+    private func requestEvaluation() -> Int? {
+        guard let rank = links.keys.min(), let link = links[rank] else { return nil }
         link.send(.evalRequest(step: UInt64(step)))
+        return rank
     }
 
     func evaluated(rank: Int, step evalStep: Int, testLoss: Double, accuracy: Double) {
@@ -592,7 +612,7 @@ final class StepCoordinator: @unchecked Sendable {
             complete(.done)
             return
         }
-        requestEvaluation()
+        finalEvaluator = requestEvaluation()
         finalEvalTimer = eventLoop.scheduleTask(in: .nanoseconds(Int64(options.finalEvalTimeout * 1e9))) { [weak self] in
             self?.logger.warning("no final evaluation arrived in time; ending without it")
             self?.complete(.done)

@@ -131,6 +131,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
             case .success(let welcome):
                 rank = Int(welcome.rank)
                 send(.welcome(welcome))
+                coordinator.welcomed(rank: Int(welcome.rank))
             case .failure(let refusal):
                 fail(refusal.code, refusal.message, requestID: 0)
             }

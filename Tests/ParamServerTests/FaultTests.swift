@@ -294,4 +294,63 @@ struct FaultTests {
         else { return 0 }
         return kb * 1024
     }
+
+    /// Polls `session` for an EVAL_REQUEST for up to `seconds`.
+    func evalRequest(_ session: ClientSession, within seconds: Double = 10) async -> Int? {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        while ContinuousClock.now < deadline {
+            if let step = session.takeEvalRequest() { return step }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return nil
+    }
+
+    /// Both workers push the job's one step; the server asks rank 0 for the final evaluation.
+    func trainOneStep(_ h: ServerHarness) async throws -> (ClientSession, ClientSession) {
+        let a = h.session("a", rank: 0), b = h.session("b", rank: 1)
+        _ = try await a.connect()
+        _ = try await b.connect()
+        let w = Tensors(h.layout), g = Tensors(h.layout)
+        g.fill(seed: 5)
+        for s in [a, b] { _ = try await s.pull(step: 0, into: w.storage) }
+        async let pa = a.push(step: 0, sampleCount: 32, loss: 1, gradients: g.readOnly)
+        async let pb = b.push(step: 0, sampleCount: 32, loss: 1, gradients: g.readOnly)
+        _ = try await (pa, pb)
+        return (a, b)
+    }
+
+    /// The worker asked for the final evaluation leaves without answering: the request goes to
+    /// the lowest rank still connected, whose answer ends the job (before: nobody was asked
+    /// again and the job ended after the final-evaluation timeout, 120 s by default, without it).
+    @Test func theFinalEvaluationIsAskedAgainWhenTheAskedWorkerLeaves() async throws {
+        let h = try await ServerHarness(job: ServerHarness.job(steps: 1, workers: 2))
+        let (a, b) = try await trainOneStep(h)
+        #expect(await evalRequest(a) == 1, "rank 0 was not asked for the final evaluation")
+        await a.close()
+        try #require(await evalRequest(b) == 1, "rank 1 was not asked after rank 0 left")
+        try await b.sendEval(step: 1, testLoss: 0.5, accuracy: 0.75, sampleCount: 100)
+        #expect(try await h.server.run() == .done)
+        #expect(h.metric("lars_test_accuracy") == 0.75)
+        await b.close()
+        try? FileManager.default.removeItem(atPath: h.directory)  // run() has stopped the server
+    }
+
+    /// Every worker leaves while the final evaluation is outstanding: the next worker to join
+    /// is asked, after its WELCOME.
+    @Test func theFinalEvaluationIsAskedOfAWorkerJoiningAfterEveryoneLeft() async throws {
+        let h = try await ServerHarness(job: ServerHarness.job(steps: 1, workers: 2))
+        let (a, b) = try await trainOneStep(h)
+        #expect(await evalRequest(a) == 1)
+        await b.close()
+        await a.close()
+        let c = h.session("c")
+        let info = try await c.connect()
+        #expect(info.currentStep == 1)
+        try #require(await evalRequest(c) == 1, "the worker that joined was not asked for the final evaluation")
+        try await c.sendEval(step: 1, testLoss: 0.25, accuracy: 0.5, sampleCount: 100)
+        #expect(try await h.server.run() == .done)
+        #expect(h.metric("lars_test_accuracy") == 0.5)
+        await c.close()
+        try? FileManager.default.removeItem(atPath: h.directory)  // run() has stopped the server
+    }
 }
