@@ -328,11 +328,7 @@ struct FaultTests {
         #expect(await evalRequest(a) == 1, "rank 0 was not asked for the final evaluation")
         await a.close()
         try #require(await evalRequest(b) == 1, "rank 1 was not asked after rank 0 left")
-        try await b.sendEval(step: 1, testLoss: 0.5, accuracy: 0.75, sampleCount: 100)
-        #expect(try await h.server.run() == .done)
-        #expect(h.metric("lars_test_accuracy") == 0.75)
-        await b.close()
-        try? FileManager.default.removeItem(atPath: h.directory)  // run() has stopped the server
+        try await answerAndEnd(b, h, accuracy: 0.75)
     }
 
     /// Every worker leaves while the final evaluation is outstanding: the next worker to join
@@ -347,10 +343,16 @@ struct FaultTests {
         let info = try await c.connect()
         #expect(info.currentStep == 1)
         try #require(await evalRequest(c) == 1, "the worker that joined was not asked for the final evaluation")
-        try await c.sendEval(step: 1, testLoss: 0.25, accuracy: 0.5, sampleCount: 100)
+        try await answerAndEnd(c, h, accuracy: 0.5)
+    }
+
+    /// `session` answers the final evaluation of the one-step job: the job ends done with that
+    /// accuracy reported.
+    func answerAndEnd(_ session: ClientSession, _ h: ServerHarness, accuracy: Double) async throws {
+        try await session.sendEval(step: 1, testLoss: 0.5, accuracy: accuracy, sampleCount: 100)
         #expect(try await h.server.run() == .done)
-        #expect(h.metric("lars_test_accuracy") == 0.5)
-        await c.close()
+        #expect(h.metric("lars_test_accuracy") == accuracy)
+        await session.close()
         try? FileManager.default.removeItem(atPath: h.directory)  // run() has stopped the server
     }
 }
