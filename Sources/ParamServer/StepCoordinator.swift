@@ -244,7 +244,7 @@ final class StepCoordinator: @unchecked Sendable {
     /// (the one asked left, and no other was there), the new one is asked.
     func welcomed(rank: Int) {
         guard finishing, outcome == nil, finalEvaluator == nil else { return }
-        finalEvaluator = requestEvaluation()
+        requestEvaluation(final: true)
     }
 
     /// The link closed (BYE, error or lost connection).
@@ -256,7 +256,7 @@ final class StepCoordinator: @unchecked Sendable {
         logger.info("worker left", metadata: ["rank": "\(rank)", "step": "\(step)", "chunks_added": "\(chunksAdded[rank])/\(grid.count)"])
         if finishing, outcome == nil, finalEvaluator == rank {
             // Its answer will not come: ask the lowest rank still here, or the next to join.
-            finalEvaluator = requestEvaluation()
+            requestEvaluation(final: true)
             logger.info("the worker asked for the final evaluation left; asking another", metadata: [
                 "left": "\(rank)", "asked": "\(finalEvaluator.map(String.init) ?? "the next worker to join")",
             ])
@@ -585,12 +585,17 @@ final class StepCoordinator: @unchecked Sendable {
 
     // MARK: Evaluation and the end of the job
 
-    /// Sends EVAL_REQUEST for the current step to the lowest live rank; returns that rank.
-    @discardableResult
-    private func requestEvaluation() -> Int? {
-        guard let rank = links.keys.min(), let link = links[rank] else { return nil }
+    /// Sends EVAL_REQUEST for the current step to the lowest live rank. For the `final`
+    /// evaluation the rank asked is kept in `finalEvaluator` (nil with no worker to ask), set
+    /// before the send: a send to a dead socket closes the link at once, and `disconnected`
+    /// must then find that rank to ask the next one.
+    private func requestEvaluation(final: Bool = false) {
+        guard let rank = links.keys.min(), let link = links[rank] else {
+            if final { finalEvaluator = nil }
+            return
+        }
+        if final { finalEvaluator = rank }
         link.send(.evalRequest(step: UInt64(step)))
-        return rank
     }
 
     func evaluated(rank: Int, step evalStep: Int, testLoss: Double, accuracy: Double) {
@@ -612,7 +617,7 @@ final class StepCoordinator: @unchecked Sendable {
             complete(.done)
             return
         }
-        finalEvaluator = requestEvaluation()
+        requestEvaluation(final: true)
         finalEvalTimer = eventLoop.scheduleTask(in: .nanoseconds(Int64(options.finalEvalTimeout * 1e9))) { [weak self] in
             self?.logger.warning("no final evaluation arrived in time; ending without it")
             self?.complete(.done)

@@ -339,6 +339,13 @@ struct FaultTests {
         #expect(await evalRequest(a) == 1)
         await b.close()
         await a.close()
+        // Both gone on the server's side too, so that c is asked because it joined (`welcomed`),
+        // not because a rank the server still counted left.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while h.metric("lars_workers_connected") != 0 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        try #require(h.metric("lars_workers_connected") == 0)
         let c = h.session("c")
         let info = try await c.connect()
         #expect(info.currentStep == 1)
