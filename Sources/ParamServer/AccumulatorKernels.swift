@@ -97,29 +97,20 @@ enum AccumulatorKernels {
     /// chunks reproduces the optimizer's own norm bit for bit). Reads and writes 4 bytes.
     static func mean(_ acc: UnsafeMutablePointer<Float>, count n: Int, total: Float, running: Double) -> Double {
         var sum = running
-        let pa = UnsafeRawPointer(acc)
-        meanPass(acc, count: n, total: total, load: { pa.loadUnaligned(fromByteOffset: $0, as: V.self) }, loadOne: { acc[$0] }) {
-            sum += $0
-        }
+        meanPass(acc, count: n, total: total) { sum += $0 }
         return sum
     }
 
-    /// The last contribution of a chunk and the mean in one pass: acc[i] = (acc[i] + x[i]) / total
-    /// (acc[i] / total without `x`), the same operations in the same order as `add` then `mean`,
-    /// so the same bits. Instead of a running total it writes the terms `mean` would add, in
-    /// order — one Double per block, then one per tail element — into `terms`, which must hold
-    /// `termCapacity(count:)`; returns how many it wrote. Adding them one by one onto the running
-    /// total at the step's close gives `mean`'s result bit for bit. Reads 8 bytes (4 without
-    /// `x`) and writes 4 per element.
-    static func finalize(
-        _ acc: UnsafeMutablePointer<Float>, adding x: UnsafePointer<Float>?, count n: Int, total: Float,
-        terms: UnsafeMutablePointer<Double>
-    ) -> Int {
-        // With `x`: `finalizeScaled` by 1 (x * 1 is x, so the same bits).
-        if let x { return finalizeScaled(acc, adding: UnsafeRawPointer(x), by: 1, count: n, total: total, terms: terms).written }
+    /// The mean of a chunk whose only contribution is already in place: acc[i] = acc[i] / total,
+    /// the same operations in the same order as `mean`, so the same bits. Instead of a running
+    /// total it writes the terms `mean` would add, in order — one Double per block, then one per
+    /// tail element — into `terms`, which must hold `termCapacity(count:)`; returns how many it
+    /// wrote. Adding them one by one onto the running total at the step's close gives `mean`'s
+    /// result bit for bit. (With the last contribution still to add: `finalizeScaled`.) Reads
+    /// and writes 4 bytes per element.
+    static func finalize(_ acc: UnsafeMutablePointer<Float>, count n: Int, total: Float, terms: UnsafeMutablePointer<Double>) -> Int {
         var written = 0
-        let pa = UnsafeRawPointer(acc)
-        meanPass(acc, count: n, total: total, load: { pa.loadUnaligned(fromByteOffset: $0, as: V.self) }, loadOne: { acc[$0] }) { term in
+        meanPass(acc, count: n, total: total) { term in
             terms[written] = term
             written += 1
         }
@@ -157,9 +148,16 @@ enum AccumulatorKernels {
         return (written, z.sum() + poison == 0)
     }
 
-    /// The pass `mean` and `finalize` share: acc[i] = (acc[i] + x[i]) / total (without `x`,
-    /// acc[i] / total), handing `term` the parts of the results' sum of squares in the order
-    /// they are summed: one Double per block of `block` elements, then one per tail element.
+    /// `meanPass` over the accumulator alone: acc[i] = acc[i] / total (`mean`, `finalize`).
+    @inline(__always)
+    private static func meanPass(_ acc: UnsafeMutablePointer<Float>, count n: Int, total: Float, term: (Double) -> Void) {
+        let pa = UnsafeRawPointer(acc)
+        meanPass(acc, count: n, total: total, load: { pa.loadUnaligned(fromByteOffset: $0, as: V.self) }, loadOne: { acc[$0] }, term: term)
+    }
+
+    /// The pass `mean`, `finalize` and `finalizeScaled` share: acc[i] = load(i) / total, handing
+    /// `term` the parts of the results' sum of squares in the order they are summed: one Double
+    /// per block of `block` elements, then one per tail element.
     @inline(__always)
     private static func meanPass(
         _ acc: UnsafeMutablePointer<Float>, count n: Int, total: Float,

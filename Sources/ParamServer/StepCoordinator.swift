@@ -240,9 +240,9 @@ final class StepCoordinator: @unchecked Sendable {
         telemetry.workerJoined(rank: rank, name: link.name, address: link.address)
     }
 
-    /// After WELCOME went out to `rank`: while the final evaluation waits for a worker to ask
-    /// (the one asked left, and no other was there), the new one is asked.
-    func welcomed(rank: Int) {
+    /// After WELCOME went out: while the final evaluation waits for a worker to ask (the one
+    /// asked left, and no other was there), the new one, now the only live rank, is asked.
+    func welcomed() {
         guard finishing, outcome == nil, finalEvaluator == nil else { return }
         requestEvaluation(final: true)
     }
@@ -356,7 +356,7 @@ final class StepCoordinator: @unchecked Sendable {
             let terms = finalTerms + termOffset[index]
             if first {
                 finite = AccumulatorKernels.scale(values, dtype: .float32, count: count, by: factor, into: dst)
-                if last { termCount[index] = AccumulatorKernels.finalize(dst, adding: nil, count: count, total: total, terms: terms) }
+                if last { termCount[index] = AccumulatorKernels.finalize(dst, count: count, total: total, terms: terms) }
             } else if last {
                 (termCount[index], finite) = AccumulatorKernels.finalizeScaled(
                     dst, adding: values, by: factor, count: count, total: total, terms: terms)

@@ -131,7 +131,7 @@ final class WorkerConnection: ChannelInboundHandler, WorkerLink, @unchecked Send
             case .success(let welcome):
                 rank = Int(welcome.rank)
                 send(.welcome(welcome))
-                coordinator.welcomed(rank: Int(welcome.rank))
+                coordinator.welcomed()
             case .failure(let refusal):
                 fail(refusal.code, refusal.message, requestID: 0)
             }

@@ -50,10 +50,12 @@ import Wire
                 let written: Int
                 if contributions.count > 1 {
                     written = contributions.last!.withUnsafeBufferPointer {
-                        AccumulatorKernels.finalize(a.baseAddress! + start, adding: $0.baseAddress! + start, count: n, total: total, terms: terms)
+                        AccumulatorKernels.finalizeScaled(
+                            a.baseAddress! + start, adding: UnsafeRawPointer($0.baseAddress! + start), by: 1, count: n, total: total, terms: terms
+                        ).written
                     }
                 } else {
-                    written = AccumulatorKernels.finalize(a.baseAddress! + start, adding: nil, count: n, total: total, terms: terms)
+                    written = AccumulatorKernels.finalize(a.baseAddress! + start, count: n, total: total, terms: terms)
                 }
                 #expect(written <= AccumulatorKernels.termCapacity(count: n))
                 for k in 0..<written { sum += terms[k] }
@@ -121,7 +123,9 @@ import Wire
             var meanA = Self.values(seed: 23), meanB = meanA
             let writtenA = meanA.withUnsafeMutableBufferPointer { a in
                 staged.withUnsafeBufferPointer {
-                    AccumulatorKernels.finalize(a.baseAddress!, adding: $0.baseAddress!, count: Self.count, total: total, terms: termsA)
+                    AccumulatorKernels.finalizeScaled(
+                        a.baseAddress!, adding: UnsafeRawPointer($0.baseAddress!), by: 1, count: Self.count, total: total, terms: termsA
+                    ).written
                 }
             }
             let (writtenB, finalFinite) = meanB.withUnsafeMutableBufferPointer {

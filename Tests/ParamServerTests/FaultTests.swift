@@ -295,14 +295,24 @@ struct FaultTests {
         return kb * 1024
     }
 
-    /// Polls `session` for an EVAL_REQUEST for up to `seconds`.
-    func evalRequest(_ session: ClientSession, within seconds: Double = 10) async -> Int? {
-        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
-        while ContinuousClock.now < deadline {
-            if let step = session.takeEvalRequest() { return step }
+    /// Polls `condition` for up to 10 s; whether it came to hold.
+    func eventually(_ condition: () -> Bool) async -> Bool {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !condition() {
+            guard ContinuousClock.now < deadline else { return false }
             try? await Task.sleep(for: .milliseconds(10))
         }
-        return nil
+        return true
+    }
+
+    /// The EVAL_REQUEST `session` receives within 10 s.
+    func evalRequest(_ session: ClientSession) async -> Int? {
+        var step: Int?
+        _ = await eventually {
+            step = session.takeEvalRequest()
+            return step != nil
+        }
+        return step
     }
 
     /// Both workers push the job's one step; the server asks rank 0 for the final evaluation.
@@ -341,11 +351,7 @@ struct FaultTests {
         await a.close()
         // Both gone on the server's side too, so that c is asked because it joined (`welcomed`),
         // not because a rank the server still counted left.
-        let deadline = ContinuousClock.now + .seconds(10)
-        while h.metric("lars_workers_connected") != 0 && ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        try #require(h.metric("lars_workers_connected") == 0)
+        try #require(await eventually { h.metric("lars_workers_connected") == 0 })
         let c = h.session("c")
         let info = try await c.connect()
         #expect(info.currentStep == 1)

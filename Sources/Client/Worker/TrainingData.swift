@@ -13,8 +13,8 @@ struct TrainingData {
 
     /// Loads both splits from `directory`; with `expected`, the training labels must match it.
     /// `dataset` (the job's; Fashion-MNIST when the job has none) says how to get the right data.
-    static func load(directory: String, expected: DatasetFingerprint?, dataset: DatasetConfig = DatasetConfig()) throws(Unusable) -> TrainingData {
-        let installHint = dataset.installHint(for: directory)
+    static func load(directory: String, expected: DatasetFingerprint?, dataset: DatasetConfig?) throws(Unusable) -> TrainingData {
+        let installHint = (dataset ?? DatasetConfig()).installHint(for: directory)
         let files: DatasetFiles
         do {
             files = try DatasetFiles(directory: directory)

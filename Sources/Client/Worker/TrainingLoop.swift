@@ -39,7 +39,7 @@ public final class TrainingLoop {
         let directory = options.dataDirectory ?? job.config.dataset?.dir ?? DatasetFiles.fashionMNISTDirectory
         let data: TrainingData
         do {
-            data = try TrainingData.load(directory: directory, expected: job.fingerprint, dataset: job.config.dataset ?? DatasetConfig())
+            data = try TrainingData.load(directory: directory, expected: job.fingerprint, dataset: job.config.dataset)
         } catch {
             await session.close(reporting: .dataset, message: "rank \(info.rank): \(error.description)")
             return .dataset(error.description)
